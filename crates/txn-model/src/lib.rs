@@ -1,1 +1,14 @@
+//! The domain of the pipeline, free of Kafka, tokio and clap:
+//!
+//! - [`transaction`]: the [`Transaction`] message, its JSON form (the seed's, field for field)
+//!   and strict decoding with errors that name the offending field;
+//! - [`users`]: the loader of user ids from the batch side's registration CSV files;
+//! - [`generator`]: the realistic, seedable fake-transaction generator.
 
+pub mod generator;
+pub mod transaction;
+pub mod users;
+
+pub use generator::Generator;
+pub use transaction::{Currency, DecodeError, Transaction};
+pub use users::{Users, UsersError, load_users};

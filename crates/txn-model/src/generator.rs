@@ -1,0 +1,456 @@
+//! The fake-transaction generator: realistic rather than uniform.
+//!
+//! - A category is drawn by weight (groceries and restaurants are common, travel rare), then
+//!   a merchant from that category's table of real merchant names, so a merchant always
+//!   matches its category.
+//! - Amounts are log-normal per category (many small payments, a long tail of large ones),
+//!   drawn in US dollars, converted at a fixed rate and rounded to the currency's minor unit
+//!   (cents; whole yen).
+//! - Currencies follow a weighted mix dominated by USD.
+//! - `processing_time_ms` is log-normal around 120 ms, clamped to 15 ms to 5 s.
+//!
+//! # Reproducibility
+//! With a seed, the generator draws from `StdRng::seed_from_u64(seed)`: the same seed and the
+//! same user list (same ids, same order) give the same sequence of `tx_id`, `user_id`,
+//! `amount`, `currency`, `merchant`, `category` and `processing_time_ms`, for this build
+//! (the RNG algorithm is pinned by `Cargo.lock`). `timestamp` is the wall-clock time
+//! passed to [`Generator::next_at`], so it is not reproduced; the producer uses the time of
+//! generation.
+
+use chrono::{DateTime, Utc};
+use fake::Fake;
+use fake::uuid::UUIDv4;
+use rand::distr::Distribution;
+use rand::distr::weighted::WeightedIndex;
+use rand::rngs::StdRng;
+use rand::{RngExt, SeedableRng};
+use rand_distr::LogNormal;
+use rust_decimal::{Decimal, RoundingStrategy};
+use uuid::Uuid;
+
+use crate::transaction::{Currency, MAX_AMOUNT, SOURCE_SYSTEM, TRANSACTION_TYPE, Transaction};
+
+/// One merchant category: its relative frequency, its merchants and its amount distribution.
+#[derive(Debug)]
+pub struct Category {
+    /// The `category` value.
+    pub name: &'static str,
+    /// Relative frequency among all transactions.
+    pub weight: u32,
+    /// Real merchant names of this category.
+    pub merchants: &'static [&'static str],
+    /// Median amount in USD.
+    pub median_usd: f64,
+    /// Spread of the log-normal amount (sigma of ln(amount)).
+    pub sigma: f64,
+}
+
+/// The categories, with their merchants and amount distributions.
+pub const CATEGORIES: &[Category] = &[
+    Category {
+        name: "groceries",
+        weight: 20,
+        merchants: &[
+            "Whole Foods Market",
+            "Kroger",
+            "Safeway",
+            "Trader Joe's",
+            "Aldi",
+            "Costco",
+            "Tesco",
+            "Carrefour",
+        ],
+        median_usd: 45.0,
+        sigma: 0.6,
+    },
+    Category {
+        name: "restaurants",
+        weight: 18,
+        merchants: &[
+            "McDonald's",
+            "Starbucks",
+            "Chipotle",
+            "Subway",
+            "Domino's",
+            "Olive Garden",
+            "Panera Bread",
+        ],
+        median_usd: 18.0,
+        sigma: 0.7,
+    },
+    Category {
+        name: "online_shopping",
+        weight: 16,
+        merchants: &[
+            "Amazon",
+            "eBay",
+            "Etsy",
+            "Walmart.com",
+            "Zalando",
+            "AliExpress",
+            "Target.com",
+        ],
+        median_usd: 40.0,
+        sigma: 0.9,
+    },
+    Category {
+        name: "transportation",
+        weight: 12,
+        merchants: &["Uber", "Lyft", "Shell", "Chevron", "BP", "Amtrak"],
+        median_usd: 25.0,
+        sigma: 0.6,
+    },
+    Category {
+        name: "entertainment",
+        weight: 8,
+        merchants: &[
+            "Netflix",
+            "Spotify",
+            "AMC Theatres",
+            "Steam",
+            "Ticketmaster",
+            "Disney+",
+        ],
+        median_usd: 15.0,
+        sigma: 0.7,
+    },
+    Category {
+        name: "utilities",
+        weight: 6,
+        merchants: &[
+            "Comcast",
+            "Verizon",
+            "AT&T",
+            "Con Edison",
+            "Vodafone",
+            "T-Mobile",
+        ],
+        median_usd: 85.0,
+        sigma: 0.5,
+    },
+    Category {
+        name: "health",
+        weight: 6,
+        merchants: &["CVS Pharmacy", "Walgreens", "Boots", "Rite Aid"],
+        median_usd: 30.0,
+        sigma: 0.8,
+    },
+    Category {
+        name: "clothing",
+        weight: 6,
+        merchants: &["Zara", "H&M", "Nike", "Uniqlo", "Gap", "Adidas"],
+        median_usd: 60.0,
+        sigma: 0.7,
+    },
+    Category {
+        name: "electronics",
+        weight: 5,
+        merchants: &["Best Buy", "Apple Store", "Samsung", "Newegg", "MediaMarkt"],
+        median_usd: 180.0,
+        sigma: 0.9,
+    },
+    Category {
+        name: "travel",
+        weight: 3,
+        merchants: &[
+            "Delta Air Lines",
+            "United Airlines",
+            "Booking.com",
+            "Expedia",
+            "Airbnb",
+            "Marriott",
+            "Lufthansa",
+        ],
+        median_usd: 350.0,
+        sigma: 0.8,
+    },
+];
+
+/// A currency of the mix: its weight, its rate per USD and its minor unit.
+#[derive(Debug)]
+pub struct CurrencyMix {
+    /// The ISO 4217 code.
+    pub code: Currency,
+    /// Relative frequency.
+    pub weight: u32,
+    /// Units of this currency per US dollar (fixed, approximate).
+    pub per_usd: f64,
+    /// Decimal places of the minor unit (2 for cents, 0 for yen).
+    pub minor_unit: u32,
+}
+
+/// The currency mix, dominated by USD.
+pub const CURRENCIES: &[CurrencyMix] = &[
+    CurrencyMix {
+        code: Currency::new_static("USD"),
+        weight: 70,
+        per_usd: 1.0,
+        minor_unit: 2,
+    },
+    CurrencyMix {
+        code: Currency::new_static("EUR"),
+        weight: 12,
+        per_usd: 0.92,
+        minor_unit: 2,
+    },
+    CurrencyMix {
+        code: Currency::new_static("GBP"),
+        weight: 8,
+        per_usd: 0.79,
+        minor_unit: 2,
+    },
+    CurrencyMix {
+        code: Currency::new_static("CAD"),
+        weight: 4,
+        per_usd: 1.37,
+        minor_unit: 2,
+    },
+    CurrencyMix {
+        code: Currency::new_static("AUD"),
+        weight: 3,
+        per_usd: 1.52,
+        minor_unit: 2,
+    },
+    CurrencyMix {
+        code: Currency::new_static("JPY"),
+        weight: 2,
+        per_usd: 150.0,
+        minor_unit: 0,
+    },
+    CurrencyMix {
+        code: Currency::new_static("CHF"),
+        weight: 1,
+        per_usd: 0.88,
+        minor_unit: 2,
+    },
+];
+
+/// Median and spread of `processing_time_ms`.
+const PROCESSING_MEDIAN_MS: f64 = 120.0;
+const PROCESSING_SIGMA: f64 = 0.5;
+const PROCESSING_RANGE_MS: (f64, f64) = (15.0, 5_000.0);
+
+/// Generates transactions for a fixed set of users.
+#[derive(Debug)]
+pub struct Generator {
+    rng: StdRng,
+    users: Vec<Uuid>,
+    category: WeightedIndex<u32>,
+    currency: WeightedIndex<u32>,
+    amounts: Vec<LogNormal<f64>>,
+    processing: LogNormal<f64>,
+}
+
+/// Why a generator cannot be built.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum GeneratorError {
+    /// No user to attribute transactions to.
+    #[error("the generator needs at least one user id")]
+    NoUsers,
+}
+
+impl Generator {
+    /// A generator over `users`, seeded when `seed` is given (see the module docs for what
+    /// that reproduces), else from the operating system's entropy.
+    ///
+    /// # Errors
+    /// [`GeneratorError::NoUsers`] when `users` is empty.
+    pub fn new(users: Vec<Uuid>, seed: Option<u64>) -> Result<Generator, GeneratorError> {
+        if users.is_empty() {
+            return Err(GeneratorError::NoUsers);
+        }
+        let rng = match seed {
+            Some(seed) => StdRng::seed_from_u64(seed),
+            None => rand::make_rng(),
+        };
+        // Invariant: the tables are non-empty constants with positive weights and
+        // finite, positive parameters, so these constructors cannot fail.
+        let category =
+            WeightedIndex::new(CATEGORIES.iter().map(|c| c.weight)).expect("category weights");
+        let currency =
+            WeightedIndex::new(CURRENCIES.iter().map(|c| c.weight)).expect("currency weights");
+        let amounts = CATEGORIES
+            .iter()
+            .map(|c| LogNormal::new(c.median_usd.ln(), c.sigma).expect("amount distribution"))
+            .collect();
+        let processing = LogNormal::new(PROCESSING_MEDIAN_MS.ln(), PROCESSING_SIGMA)
+            .expect("processing distribution");
+        Ok(Generator {
+            rng,
+            users,
+            category,
+            currency,
+            amounts,
+            processing,
+        })
+    }
+
+    /// The next transaction, stamped `now` (truncated to milliseconds).
+    pub fn next_at(&mut self, now: DateTime<Utc>) -> Transaction {
+        let rng = &mut self.rng;
+        let tx_id: Uuid = UUIDv4.fake_with_rng(rng);
+        let user_id = self.users[rng.random_range(0..self.users.len())];
+        let ci = self.category.sample(rng);
+        let category = &CATEGORIES[ci];
+        let merchant = category.merchants[rng.random_range(0..category.merchants.len())];
+        let currency = &CURRENCIES[self.currency.sample(rng)];
+        let usd = self.amounts[ci].sample(rng);
+        let amount = to_amount(usd * currency.per_usd, currency.minor_unit);
+        let processing_time_ms = self
+            .processing
+            .sample(rng)
+            .clamp(PROCESSING_RANGE_MS.0, PROCESSING_RANGE_MS.1)
+            .round() as u32;
+        let millis = now.timestamp_millis();
+        let timestamp = DateTime::from_timestamp_millis(millis).unwrap_or(now);
+        Transaction {
+            tx_id,
+            user_id,
+            amount,
+            currency: currency.code,
+            merchant: merchant.to_owned(),
+            category: category.name.to_owned(),
+            timestamp,
+            source_system: SOURCE_SYSTEM.to_owned(),
+            transaction_type: TRANSACTION_TYPE.to_owned(),
+            processing_time_ms,
+        }
+    }
+
+    /// The next transaction, stamped with the current time.
+    pub fn next_now(&mut self) -> Transaction {
+        self.next_at(Utc::now())
+    }
+}
+
+/// Rounds a positive amount to the minor unit, at least one minor unit, at most the column's
+/// maximum, always written with two decimals (the column's scale).
+fn to_amount(value: f64, minor_unit: u32) -> Decimal {
+    let mut d = Decimal::from_f64_retain(value)
+        .unwrap_or(Decimal::ONE)
+        .round_dp_with_strategy(minor_unit, RoundingStrategy::MidpointNearestEven);
+    let smallest = Decimal::new(1, minor_unit);
+    if d < smallest {
+        d = smallest;
+    }
+    if d > MAX_AMOUNT {
+        d = MAX_AMOUNT;
+    }
+    d.rescale(2);
+    d
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn users(n: usize) -> Vec<Uuid> {
+        (0..n)
+            .map(|i| Uuid::from_u128(0x1000 + i as u128))
+            .collect()
+    }
+
+    fn at() -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339("2025-08-15T10:30:00.123456Z")
+            .unwrap()
+            .with_timezone(&Utc)
+    }
+
+    #[test]
+    fn same_seed_and_users_give_the_same_sequence() {
+        let mut a = Generator::new(users(50), Some(42)).unwrap();
+        let mut b = Generator::new(users(50), Some(42)).unwrap();
+        let mut c = Generator::new(users(50), Some(43)).unwrap();
+        let sa: Vec<_> = (0..200).map(|_| a.next_at(at())).collect();
+        let sb: Vec<_> = (0..200).map(|_| b.next_at(at())).collect();
+        let sc: Vec<_> = (0..200).map(|_| c.next_at(at())).collect();
+        assert_eq!(sa, sb);
+        assert_ne!(sa, sc);
+        let unseeded: Vec<_> = {
+            let mut g = Generator::new(users(50), None).unwrap();
+            (0..5).map(|_| g.next_at(at()).tx_id).collect()
+        };
+        assert_ne!(
+            unseeded,
+            sa[..5].iter().map(|t| t.tx_id).collect::<Vec<_>>()
+        );
+    }
+
+    #[test]
+    fn merchants_match_their_categories() {
+        let mut g = Generator::new(users(10), Some(7)).unwrap();
+        let mut seen = HashMap::new();
+        for _ in 0..5_000 {
+            let tx = g.next_at(at());
+            let cat = CATEGORIES.iter().find(|c| c.name == tx.category).unwrap();
+            assert!(
+                cat.merchants.contains(&tx.merchant.as_str()),
+                "{} in {}",
+                tx.merchant,
+                tx.category
+            );
+            *seen.entry(tx.category).or_insert(0u32) += 1;
+        }
+        assert_eq!(seen.len(), CATEGORIES.len(), "every category appears");
+        assert!(seen["groceries"] > seen["travel"] * 3, "{seen:?}");
+    }
+
+    #[test]
+    fn amounts_are_skewed_rounded_and_valid() {
+        let mut g = Generator::new(users(10), Some(11)).unwrap();
+        let txs: Vec<_> = (0..20_000).map(|_| g.next_at(at())).collect();
+        let mut currency_count: HashMap<String, u32> = HashMap::new();
+        let mut usd: Vec<Decimal> = Vec::new();
+        for tx in &txs {
+            tx.validate().unwrap();
+            assert_eq!(tx.amount.scale(), 2, "{}", tx.amount);
+            assert!(tx.amount > Decimal::ZERO);
+            if tx.currency.as_str() == "JPY" {
+                assert_eq!(tx.amount.fract(), Decimal::ZERO, "whole yen: {}", tx.amount);
+            }
+            if tx.currency.as_str() == "USD" {
+                usd.push(tx.amount);
+            }
+            *currency_count.entry(tx.currency.to_string()).or_default() += 1;
+            assert!((15..=5_000).contains(&tx.processing_time_ms));
+            assert_eq!(tx.source_system, "streaming_kafka");
+            assert_eq!(tx.transaction_type, "real_time");
+        }
+        // USD dominates the mix
+        assert!(
+            currency_count["USD"] as usize > txs.len() / 2,
+            "{currency_count:?}"
+        );
+        assert!(currency_count.len() >= 6);
+        // right-skewed: the mean exceeds the median
+        usd.sort();
+        let median = usd[usd.len() / 2];
+        let mean: Decimal = usd.iter().sum::<Decimal>() / Decimal::from(usd.len());
+        assert!(mean > median, "mean {mean} median {median}");
+    }
+
+    #[test]
+    fn users_come_from_the_list_and_timestamps_are_millis() {
+        let list = users(3);
+        let mut g = Generator::new(list.clone(), Some(1)).unwrap();
+        for _ in 0..100 {
+            let tx = g.next_at(at());
+            assert!(list.contains(&tx.user_id));
+            assert_eq!(tx.timestamp.timestamp_subsec_micros(), 123_000);
+        }
+        assert_eq!(
+            Generator::new(vec![], None).unwrap_err(),
+            GeneratorError::NoUsers
+        );
+    }
+
+    #[test]
+    fn to_amount_rounds_to_minor_unit_and_clamps() {
+        assert_eq!(to_amount(12.3449, 2).to_string(), "12.34");
+        assert_eq!(to_amount(12.3551, 2).to_string(), "12.36");
+        assert_eq!(to_amount(1234.6, 0).to_string(), "1235.00");
+        assert_eq!(to_amount(0.0001, 2).to_string(), "0.01");
+        assert_eq!(to_amount(1e12, 2), MAX_AMOUNT);
+    }
+}

@@ -1,0 +1,380 @@
+//! Loads user ids from the batch side's user-registration CSV files.
+//!
+//! The contract (also in the README): a path is either one CSV file or a directory whose
+//! `*.csv` files (one per month, read in name order, not recursively) are all loaded. Each
+//! file has a header row; the `user_id` column is found by name, case-insensitively, at
+//! any position, and every other column is ignored. A UTF-8 byte-order mark is tolerated.
+//! Duplicate ids are kept once (first occurrence wins, so the order is stable). Rows whose
+//! `user_id` is empty or not a UUID are skipped and reported together in [`Users::skipped`].
+
+use std::collections::HashSet;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use uuid::Uuid;
+
+/// The users loaded from the CSV files.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Users {
+    /// Distinct user ids, in order of first appearance.
+    pub ids: Vec<Uuid>,
+    /// Files read, in the order read.
+    pub files: Vec<PathBuf>,
+    /// Rows skipped as invalid.
+    pub skipped: Vec<SkippedRow>,
+    /// Rows whose id was already seen.
+    pub duplicates: usize,
+}
+
+/// A row that carried no usable user id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SkippedRow {
+    /// The file it is in.
+    pub file: PathBuf,
+    /// Its 1-based line number in that file.
+    pub line: u64,
+    /// Why it was skipped.
+    pub reason: String,
+}
+
+/// Why no users could be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum UsersError {
+    /// The path does not exist.
+    #[error(
+        "users CSV path {0} does not exist: point --users / USERS_CSV_PATH at a CSV file or a directory of monthly *.csv files"
+    )]
+    NotFound(PathBuf),
+    /// A directory without any `*.csv` file.
+    #[error("directory {0} holds no *.csv file: add the monthly user-registration CSV files there")]
+    NoCsvFiles(PathBuf),
+    /// A file could not be read or parsed as CSV.
+    #[error("cannot read users CSV {path}: {source}")]
+    Csv {
+        /// The file.
+        path: PathBuf,
+        /// The underlying error.
+        source: csv::Error,
+    },
+    /// A directory could not be listed.
+    #[error("cannot list directory {path}: {source}")]
+    Dir {
+        /// The directory.
+        path: PathBuf,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// A file has no header or no `user_id` column.
+    #[error(
+        "users CSV {path} has no user_id column (header: {header}): add a header row naming the user_id column"
+    )]
+    NoUserIdColumn {
+        /// The file.
+        path: PathBuf,
+        /// The header row found (`<empty file>` when there was none).
+        header: String,
+    },
+    /// Every row was invalid or the files held no rows.
+    #[error(
+        "no valid user id in {path} ({skipped} invalid rows): the user_id column must hold UUIDs"
+    )]
+    NoValidUsers {
+        /// The path given.
+        path: PathBuf,
+        /// How many rows were skipped.
+        skipped: usize,
+    },
+}
+
+impl Users {
+    /// One line summarising the skipped rows, for a single warning; `None` when none were.
+    pub fn skipped_summary(&self) -> Option<String> {
+        if self.skipped.is_empty() {
+            return None;
+        }
+        const SHOWN: usize = 10;
+        let mut parts: Vec<String> = self
+            .skipped
+            .iter()
+            .take(SHOWN)
+            .map(|s| format!("{}:{} ({})", s.file.display(), s.line, s.reason))
+            .collect();
+        if self.skipped.len() > SHOWN {
+            parts.push(format!("and {} more", self.skipped.len() - SHOWN));
+        }
+        Some(format!(
+            "skipped {} invalid user rows: {}",
+            self.skipped.len(),
+            parts.join(", ")
+        ))
+    }
+}
+
+impl fmt::Display for SkippedRow {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}: {}", self.file.display(), self.line, self.reason)
+    }
+}
+
+/// Loads the users from a CSV file or a directory of `*.csv` files.
+///
+/// # Errors
+/// [`UsersError`] when the path does not exist, holds no CSV file, a file cannot be read,
+/// has no `user_id` column, or when no valid id remains.
+pub fn load_users(path: &Path) -> Result<Users, UsersError> {
+    if !path.exists() {
+        return Err(UsersError::NotFound(path.to_owned()));
+    }
+    let files = if path.is_dir() {
+        csv_files_in(path)?
+    } else {
+        vec![path.to_owned()]
+    };
+    let mut users = Users {
+        ids: Vec::new(),
+        files: Vec::new(),
+        skipped: Vec::new(),
+        duplicates: 0,
+    };
+    let mut seen = HashSet::new();
+    for file in files {
+        read_file(&file, &mut users, &mut seen)?;
+        users.files.push(file);
+    }
+    if users.ids.is_empty() {
+        return Err(UsersError::NoValidUsers {
+            path: path.to_owned(),
+            skipped: users.skipped.len(),
+        });
+    }
+    Ok(users)
+}
+
+fn csv_files_in(dir: &Path) -> Result<Vec<PathBuf>, UsersError> {
+    let dir_err = |source| UsersError::Dir {
+        path: dir.to_owned(),
+        source,
+    };
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(dir_err)? {
+        let path = entry.map_err(dir_err)?.path();
+        let is_csv = path
+            .extension()
+            .is_some_and(|e| e.eq_ignore_ascii_case("csv"));
+        if is_csv && path.is_file() {
+            files.push(path);
+        }
+    }
+    if files.is_empty() {
+        return Err(UsersError::NoCsvFiles(dir.to_owned()));
+    }
+    files.sort();
+    Ok(files)
+}
+
+fn read_file(path: &Path, users: &mut Users, seen: &mut HashSet<Uuid>) -> Result<(), UsersError> {
+    let csv_err = |source| UsersError::Csv {
+        path: path.to_owned(),
+        source,
+    };
+    let mut reader = csv::ReaderBuilder::new()
+        .flexible(true)
+        .trim(csv::Trim::All)
+        .from_path(path)
+        .map_err(csv_err)?;
+    let header = reader.headers().map_err(csv_err)?.clone();
+    let column = header.iter().position(|h| {
+        h.trim_start_matches('\u{feff}')
+            .trim()
+            .eq_ignore_ascii_case("user_id")
+    });
+    let Some(column) = column else {
+        let header = if header.is_empty() {
+            "<empty file>".to_owned()
+        } else {
+            header.iter().collect::<Vec<_>>().join(",")
+        };
+        return Err(UsersError::NoUserIdColumn {
+            path: path.to_owned(),
+            header,
+        });
+    };
+    let mut record = csv::StringRecord::new();
+    while reader.read_record(&mut record).map_err(csv_err)? {
+        let line = record.position().map_or(0, |p| p.line());
+        let value = record.get(column).unwrap_or("");
+        let skip = |reason: String| SkippedRow {
+            file: path.to_owned(),
+            line,
+            reason,
+        };
+        if value.is_empty() {
+            if record.iter().all(str::is_empty) {
+                continue; // a blank line is not a row
+            }
+            users.skipped.push(skip("empty user_id".into()));
+            continue;
+        }
+        match Uuid::parse_str(value) {
+            Ok(id) => {
+                if seen.insert(id) {
+                    users.ids.push(id);
+                } else {
+                    users.duplicates += 1;
+                }
+            }
+            Err(_) => users.skipped.push(skip(format!("{value:?} is not a UUID"))),
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    const A: &str = "5f0c8a3e-1b2d-4c5e-8f90-a1b2c3d4e5f6";
+    const B: &str = "6a1d9b4f-2c3e-4d6f-9a01-b2c3d4e5f6a7";
+    const C: &str = "7b2eac50-3d4f-4e70-8b12-c3d4e5f6a7b8";
+
+    fn file(dir: &Path, name: &str, content: &[u8]) -> PathBuf {
+        let path = dir.join(name);
+        std::fs::File::create(&path)
+            .unwrap()
+            .write_all(content)
+            .unwrap();
+        path
+    }
+
+    fn ids(users: &Users) -> Vec<String> {
+        users.ids.iter().map(Uuid::to_string).collect()
+    }
+
+    #[test]
+    fn finds_user_id_by_header_in_any_position_and_case() {
+        let dir = tempfile::tempdir().unwrap();
+        for (i, header) in ["user_id,name", "name,USER_ID,email", "email, User_Id "]
+            .iter()
+            .enumerate()
+        {
+            let cols: Vec<&str> = header.split(',').collect();
+            let pos = cols
+                .iter()
+                .position(|c| c.trim().eq_ignore_ascii_case("user_id"))
+                .unwrap();
+            let mut row = vec!["x"; cols.len()];
+            row[pos] = A;
+            let content = format!("{header}\n{}\n", row.join(","));
+            let path = file(dir.path(), &format!("h{i}.csv"), content.as_bytes());
+            assert_eq!(ids(&load_users(&path).unwrap()), vec![A], "{header}");
+        }
+    }
+
+    #[test]
+    fn tolerates_a_utf8_bom() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = file(
+            dir.path(),
+            "bom.csv",
+            format!("\u{feff}user_id,name\n{A},Ann\n").as_bytes(),
+        );
+        assert_eq!(ids(&load_users(&path).unwrap()), vec![A]);
+    }
+
+    #[test]
+    fn skips_bad_rows_reporting_file_and_line_and_removes_duplicates() {
+        let dir = tempfile::tempdir().unwrap();
+        let content =
+            format!("user_id,name\n{A},Ann\n,Nobody\nnot-a-uuid,Bob\n{A},Ann again\n\n{B},Cid\n");
+        let path = file(dir.path(), "mixed.csv", content.as_bytes());
+        let users = load_users(&path).unwrap();
+        assert_eq!(ids(&users), vec![A, B]);
+        assert_eq!(users.duplicates, 1);
+        let lines: Vec<u64> = users.skipped.iter().map(|s| s.line).collect();
+        assert_eq!(lines, vec![3, 4]);
+        let summary = users.skipped_summary().unwrap();
+        assert!(summary.contains("mixed.csv:3 (empty user_id)"), "{summary}");
+        assert!(summary.contains("mixed.csv:4"), "{summary}");
+        assert!(summary.contains("not-a-uuid"), "{summary}");
+    }
+
+    #[test]
+    fn empty_file_and_missing_column_are_clear_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let empty = file(dir.path(), "empty.csv", b"");
+        let err = load_users(&empty).unwrap_err();
+        assert!(matches!(err, UsersError::NoUserIdColumn { .. }), "{err}");
+        assert!(err.to_string().contains("<empty file>"), "{err}");
+
+        let no_col = file(
+            dir.path(),
+            "nocol.csv",
+            format!("id,name\n{A},Ann\n").as_bytes(),
+        );
+        let err = load_users(&no_col).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("no user_id column (header: id,name)"),
+            "{err}"
+        );
+
+        let only_header = file(dir.path(), "header.csv", b"user_id,name\n");
+        assert!(matches!(
+            load_users(&only_header).unwrap_err(),
+            UsersError::NoValidUsers { skipped: 0, .. }
+        ));
+        let all_bad = file(dir.path(), "bad.csv", b"user_id\nx\ny\n");
+        let err = load_users(&all_bad).unwrap_err();
+        assert!(
+            matches!(err, UsersError::NoValidUsers { skipped: 2, .. }),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn missing_path_and_empty_directory_are_clear_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = load_users(&dir.path().join("nope")).unwrap_err();
+        assert!(err.to_string().contains("does not exist"), "{err}");
+        assert!(err.to_string().contains("USERS_CSV_PATH"), "{err}");
+        file(dir.path(), "readme.txt", b"not csv");
+        let err = load_users(dir.path()).unwrap_err();
+        assert!(matches!(err, UsersError::NoCsvFiles(_)), "{err}");
+    }
+
+    #[test]
+    fn reads_every_csv_of_a_directory_in_name_order() {
+        let dir = tempfile::tempdir().unwrap();
+        file(
+            dir.path(),
+            "users_2025_02.csv",
+            format!("user_id\n{B}\n{A}\n").as_bytes(),
+        );
+        file(
+            dir.path(),
+            "users_2025_01.CSV",
+            format!("name,user_id\nAnn,{A}\n").as_bytes(),
+        );
+        file(
+            dir.path(),
+            "users_2025_03.csv",
+            format!("user_id\n{C}\n").as_bytes(),
+        );
+        file(dir.path(), "notes.txt", b"user_id\nnot read\n");
+        let users = load_users(dir.path()).unwrap();
+        assert_eq!(ids(&users), vec![A, B, C]);
+        assert_eq!(users.files.len(), 3);
+        assert_eq!(users.duplicates, 1);
+        assert!(users.skipped.is_empty());
+    }
+
+    #[test]
+    fn the_shipped_sample_files_load() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../data/users");
+        let users = load_users(&dir).unwrap();
+        assert!(users.ids.len() >= 100, "{} users", users.ids.len());
+        assert!(users.files.len() >= 3);
+        assert!(users.skipped.is_empty(), "{:?}", users.skipped_summary());
+    }
+}
