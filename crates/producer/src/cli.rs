@@ -1,0 +1,148 @@
+//! Command-line flags, each with an environment twin (`.env` is loaded first by `main`).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+
+use crate::config::{Pace, ProducerConfig};
+
+/// Publishes realistic fake financial transactions to Kafka.
+#[derive(Debug, Parser)]
+#[command(name = "producer", version, about)]
+pub struct Args {
+    /// Kafka bootstrap servers (host:port, comma-separated).
+    #[arg(
+        long,
+        env = "KAFKA_BOOTSTRAP_SERVERS",
+        default_value = "127.0.0.1:9092"
+    )]
+    pub bootstrap_servers: String,
+
+    /// Topic to publish to.
+    #[arg(long, env = "KAFKA_TOPIC", default_value = "transactions")]
+    pub topic: String,
+
+    /// A users CSV file, or a directory of monthly *.csv files, with a user_id column.
+    #[arg(long, env = "USERS_CSV_PATH", default_value = "data/users")]
+    pub users: PathBuf,
+
+    /// Seconds between two messages (ignored when --rate is given).
+    #[arg(long, env = "PRODUCER_INTERVAL_SECS", default_value_t = 10.0, value_parser = positive_secs)]
+    pub interval: f64,
+
+    /// Messages per second; 0 means as fast as the broker takes them. Overrides --interval.
+    #[arg(long, env = "PRODUCER_RATE", value_parser = non_negative)]
+    pub rate: Option<f64>,
+
+    /// Stop after this many messages were delivered (default: run until Ctrl-C).
+    #[arg(long, env = "PRODUCER_COUNT")]
+    pub count: Option<u64>,
+
+    /// Seed of the generator: the same seed and users give the same transactions
+    /// (except timestamps).
+    #[arg(long, env = "PRODUCER_SEED")]
+    pub seed: Option<u64>,
+
+    /// Print JSON lines to stdout instead of publishing (no Kafka needed).
+    #[arg(long, env = "PRODUCER_DRY_RUN")]
+    pub dry_run: bool,
+
+    /// Seconds the broker has to acknowledge a message before it counts as failed.
+    #[arg(long, env = "PRODUCER_DELIVERY_TIMEOUT_SECS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
+    pub delivery_timeout: u64,
+
+    /// Extra librdkafka property, KEY=VALUE (repeatable; env: comma-separated).
+    #[arg(short = 'K', long = "kafka-option", env = "PRODUCER_KAFKA_OPTIONS", value_delimiter = ',', value_parser = txn_runtime::key_value)]
+    pub kafka_options: Vec<(String, String)>,
+}
+
+impl Args {
+    /// The effective configuration.
+    pub fn into_config(self) -> ProducerConfig {
+        let pace = match self.rate {
+            Some(r) if r == 0.0 => Pace::Unlimited,
+            Some(r) => Pace::Rate(r),
+            None => Pace::Interval(Duration::from_secs_f64(self.interval)),
+        };
+        ProducerConfig {
+            bootstrap_servers: self.bootstrap_servers,
+            topic: self.topic,
+            users_path: self.users,
+            pace,
+            count: self.count,
+            seed: self.seed,
+            dry_run: self.dry_run,
+            delivery_timeout: Duration::from_secs(self.delivery_timeout),
+            kafka_options: self.kafka_options,
+            ..ProducerConfig::default()
+        }
+    }
+}
+
+fn positive_secs(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v > 0.0 && v.is_finite() => Ok(v),
+        _ => Err(format!("{s:?} is not a positive number of seconds")),
+    }
+}
+
+fn non_negative(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v >= 0.0 && v.is_finite() => Ok(v),
+        _ => Err(format!(
+            "{s:?} is not a rate (messages per second, 0 for unlimited)"
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<ProducerConfig, clap::Error> {
+        Args::try_parse_from(std::iter::once("producer").chain(args.iter().copied()))
+            .map(Args::into_config)
+    }
+
+    #[test]
+    fn pace_from_flags() {
+        assert_eq!(
+            parse(&[]).unwrap().pace,
+            Pace::Interval(Duration::from_secs(10))
+        );
+        assert_eq!(
+            parse(&["--interval", "0.5"]).unwrap().pace,
+            Pace::Interval(Duration::from_millis(500))
+        );
+        assert_eq!(parse(&["--rate", "0"]).unwrap().pace, Pace::Unlimited);
+        assert_eq!(
+            parse(&["--rate", "250", "--interval", "3"]).unwrap().pace,
+            Pace::Rate(250.0)
+        );
+        assert!(parse(&["--rate", "-1"]).is_err());
+        assert!(parse(&["--interval", "0"]).is_err());
+    }
+
+    #[test]
+    fn kafka_options_and_count() {
+        let c = parse(&[
+            "-K",
+            "linger.ms=20",
+            "--kafka-option",
+            "batch.size = 1000",
+            "--count",
+            "5",
+        ])
+        .unwrap();
+        assert_eq!(
+            c.kafka_options,
+            vec![
+                ("linger.ms".into(), "20".into()),
+                ("batch.size".into(), "1000".into())
+            ]
+        );
+        assert_eq!(c.count, Some(5));
+        assert!(parse(&["-K", "novalue"]).is_err());
+    }
+}

@@ -1,0 +1,71 @@
+//! The producer's effective configuration, independent of how it was given (CLI, env, tests).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// How often to publish.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Pace {
+    /// One message every so often (the default: every 10 seconds).
+    Interval(Duration),
+    /// A target number of messages per second.
+    Rate(f64),
+    /// As fast as the broker takes them.
+    Unlimited,
+}
+
+/// Everything `run` needs. Build it with `ProducerConfig { topic, ..Default::default() }`.
+#[derive(Debug, Clone)]
+pub struct ProducerConfig {
+    /// Kafka bootstrap servers, `host:port[,host:port…]`.
+    pub bootstrap_servers: String,
+    /// Topic to publish to (default `transactions`).
+    pub topic: String,
+    /// A CSV file or a directory of monthly `*.csv` files holding the `user_id` column.
+    pub users_path: PathBuf,
+    /// Publishing pace (default one every 10 s).
+    pub pace: Pace,
+    /// Stop after this many messages were delivered (default: run until stopped).
+    pub count: Option<u64>,
+    /// Seed of the generator; `None` draws one from the OS.
+    pub seed: Option<u64>,
+    /// Write JSON lines to stdout instead of Kafka.
+    pub dry_run: bool,
+    /// How long the broker has to acknowledge a message before it counts as failed.
+    pub delivery_timeout: Duration,
+    /// How long to wait for the broker at start-up before giving up with an error.
+    pub connect_timeout: Duration,
+    /// Upper bound on messages sent but not yet acknowledged.
+    pub max_in_flight: usize,
+    /// Extra librdkafka properties (`key=value`), applied last.
+    pub kafka_options: Vec<(String, String)>,
+}
+
+impl Default for ProducerConfig {
+    fn default() -> Self {
+        ProducerConfig {
+            bootstrap_servers: "127.0.0.1:9092".into(),
+            topic: "transactions".into(),
+            users_path: PathBuf::from("data/users"),
+            pace: Pace::Interval(Duration::from_secs(10)),
+            count: None,
+            seed: None,
+            dry_run: false,
+            delivery_timeout: Duration::from_secs(60),
+            connect_timeout: Duration::from_secs(15),
+            max_in_flight: 50_000,
+            kafka_options: Vec::new(),
+        }
+    }
+}
+
+impl ProducerConfig {
+    /// Whether each delivery is worth its own log line (slow paces) or only counted.
+    pub fn logs_each_delivery(&self) -> bool {
+        match self.pace {
+            Pace::Interval(d) => d >= Duration::from_millis(500),
+            Pace::Rate(r) => r <= 2.0,
+            Pace::Unlimited => false,
+        }
+    }
+}

@@ -1,0 +1,256 @@
+//! The Kafka side of the producer: client configuration, start-up check and delivery reports.
+//!
+//! Every message sent takes one permit of a semaphore sized `max_in_flight`; its delivery
+//! report (success or failure, always exactly one per message from librdkafka) returns it.
+//! So "all permits back" means "every message accounted for", which is how shutdown waits.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use rdkafka::ClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::Message;
+use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
+use tokio::sync::Semaphore;
+use tracing::{error, info, warn};
+
+use crate::config::ProducerConfig;
+
+/// Why publishing could not start or go on.
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    /// The client could not be created (a bad librdkafka property).
+    #[error("invalid Kafka client configuration: {0}")]
+    Config(#[source] KafkaError),
+    /// No broker answered within the connect timeout.
+    #[error(
+        "cannot reach Kafka at {servers} within {secs} s ({cause}): is the broker running? Start it with `scripts/stack.sh up` or `docker compose -f kafka-docker-compose.yml up -d`, or fix KAFKA_BOOTSTRAP_SERVERS"
+    )]
+    Unreachable {
+        /// The bootstrap servers tried.
+        servers: String,
+        /// The timeout, in seconds.
+        secs: u64,
+        /// What librdkafka said.
+        cause: String,
+    },
+    /// The local queue refused a message for a reason other than being full.
+    #[error("cannot enqueue a message: {0}")]
+    Enqueue(#[source] KafkaError),
+}
+
+/// Delivery counters shared with the librdkafka callback thread.
+#[derive(Debug, Default)]
+pub struct Deliveries {
+    /// Messages acknowledged by the broker.
+    pub delivered: AtomicU64,
+    /// Messages that failed (timed out, rejected).
+    pub failed: AtomicU64,
+}
+
+/// The producer context: accounts for every delivery report.
+pub struct DeliveryContext {
+    counts: Arc<Deliveries>,
+    permits: Arc<Semaphore>,
+    log_each: bool,
+    servers: String,
+}
+
+impl ClientContext for DeliveryContext {
+    fn error(&self, error: KafkaError, reason: &str) {
+        // Transport errors are retried by librdkafka; a fatal one ends delivery for good,
+        // which the delivery reports then show.
+        match error.rdkafka_error_code() {
+            Some(RDKafkaErrorCode::Fatal) => error!(%error, reason, "fatal Kafka producer error"),
+            Some(RDKafkaErrorCode::AllBrokersDown) => {
+                warn!(servers = %self.servers, reason, "all Kafka brokers are down; retrying")
+            }
+            _ => warn!(%error, reason, "Kafka client error"),
+        }
+    }
+}
+
+impl ProducerContext for DeliveryContext {
+    type DeliveryOpaque = ();
+
+    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+        match result {
+            Ok(msg) => {
+                self.counts.delivered.fetch_add(1, Ordering::Relaxed);
+                if self.log_each {
+                    let tx_id = msg
+                        .payload()
+                        .and_then(|p| txn_model::Transaction::from_json(p).ok())
+                        .map(|t| t.tx_id.to_string())
+                        .unwrap_or_default();
+                    info!(
+                        tx_id,
+                        partition = msg.partition(),
+                        offset = msg.offset(),
+                        "delivered"
+                    );
+                }
+            }
+            Err((err, msg)) => {
+                self.counts.failed.fetch_add(1, Ordering::Relaxed);
+                error!(error = %describe_delivery_error(err, msg.topic()), partition = msg.partition(), "message not delivered");
+            }
+        }
+        self.permits.add_permits(1);
+    }
+}
+
+fn describe_delivery_error(err: &KafkaError, topic: &str) -> String {
+    match err.rdkafka_error_code() {
+        Some(RDKafkaErrorCode::UnknownTopic | RDKafkaErrorCode::UnknownTopicOrPartition) => {
+            format!(
+                "topic {topic} does not exist and the broker does not create topics on demand: create it (kafka-topics --create --topic {topic}) or set auto.create.topics.enable=true"
+            )
+        }
+        Some(RDKafkaErrorCode::MessageTimedOut) => {
+            format!("{err}: no broker acknowledged it within the delivery timeout")
+        }
+        _ => err.to_string(),
+    }
+}
+
+/// A connected producer with its delivery accounting.
+pub struct Publisher {
+    producer: ThreadedProducer<DeliveryContext>,
+    permits: Arc<Semaphore>,
+    max_in_flight: usize,
+    counts: Arc<Deliveries>,
+    topic: String,
+}
+
+impl Publisher {
+    /// Creates the client and checks that a broker answers within `connect_timeout`.
+    ///
+    /// # Errors
+    /// [`PublishError::Config`] for a bad property, [`PublishError::Unreachable`] when no
+    /// broker answers in time.
+    pub async fn connect(config: &ProducerConfig) -> Result<Publisher, PublishError> {
+        let permits = Arc::new(Semaphore::new(config.max_in_flight));
+        let counts = Arc::new(Deliveries::default());
+        let context = DeliveryContext {
+            counts: counts.clone(),
+            permits: permits.clone(),
+            log_each: config.logs_each_delivery(),
+            servers: config.bootstrap_servers.clone(),
+        };
+        let mut client = ClientConfig::new();
+        client
+            .set("bootstrap.servers", &config.bootstrap_servers)
+            .set("client.id", "txn-producer")
+            // no loss, no duplicates from retries, order kept per partition
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            // the Java client's partitioner: a key lands on the same partition from any client
+            .set("partitioner", "murmur2_random")
+            .set("message.timeout.ms", millis(config.delivery_timeout))
+            .set("linger.ms", "5")
+            .set("compression.type", "lz4");
+        for (k, v) in &config.kafka_options {
+            client.set(k, v);
+        }
+        let producer: ThreadedProducer<DeliveryContext> = client
+            .create_with_context(context)
+            .map_err(PublishError::Config)?;
+        let producer = check_reachable(producer, config).await?;
+        Ok(Publisher {
+            producer,
+            permits,
+            max_in_flight: config.max_in_flight,
+            counts,
+            topic: config.topic.clone(),
+        })
+    }
+
+    /// Enqueues one record, waiting while `max_in_flight` messages are unacknowledged.
+    ///
+    /// # Errors
+    /// [`PublishError::Enqueue`] when librdkafka refuses the message outright.
+    ///
+    /// # Cancel safety
+    /// Cancel-safe: if cancelled while waiting for room, nothing was sent.
+    pub async fn send(&self, key: &[u8], payload: &[u8]) -> Result<(), PublishError> {
+        // Invariant: the semaphore is never closed.
+        let permit = self.permits.acquire().await.expect("semaphore open");
+        permit.forget(); // returned by the delivery callback
+        let mut record = BaseRecord::to(&self.topic).key(key).payload(payload);
+        loop {
+            match self.producer.send(record) {
+                Ok(()) => return Ok(()),
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
+                    record = r;
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+                Err((e, _)) => {
+                    self.permits.add_permits(1);
+                    return Err(PublishError::Enqueue(e));
+                }
+            }
+        }
+    }
+
+    /// Messages sent and not yet accounted for by a delivery report.
+    pub fn in_flight(&self) -> usize {
+        self.max_in_flight - self.permits.available_permits()
+    }
+
+    /// The delivery counters.
+    pub fn counts(&self) -> &Deliveries {
+        &self.counts
+    }
+
+    /// Waits until every message sent has its delivery report: each is then either
+    /// delivered or failed. Bounded by the delivery timeout, after which librdkafka fails
+    /// whatever is left. Flushes explicitly: nothing relies on drop.
+    pub async fn drain(&self) {
+        let all = u32::try_from(self.max_in_flight).unwrap_or(u32::MAX);
+        // Invariant: the semaphore is never closed.
+        let permits = self
+            .permits
+            .acquire_many(all)
+            .await
+            .expect("semaphore open");
+        drop(permits);
+        let producer = self.producer.clone();
+        // Everything is acknowledged; the flush only settles librdkafka's own state.
+        let _ = tokio::task::spawn_blocking(move || producer.flush(Duration::from_secs(5))).await;
+    }
+}
+
+async fn check_reachable(
+    producer: ThreadedProducer<DeliveryContext>,
+    config: &ProducerConfig,
+) -> Result<ThreadedProducer<DeliveryContext>, PublishError> {
+    let timeout = config.connect_timeout;
+    let probe = producer.clone();
+    let result = tokio::task::spawn_blocking(move || probe.client().fetch_metadata(None, timeout))
+        .await
+        .map_err(|e| PublishError::Unreachable {
+            servers: config.bootstrap_servers.clone(),
+            secs: timeout.as_secs(),
+            cause: e.to_string(),
+        })?;
+    match result {
+        Ok(meta) => {
+            if !meta.topics().iter().any(|t| t.name() == config.topic) {
+                info!(topic = %config.topic, "topic does not exist yet; the broker creates it on the first message if auto.create.topics.enable is on");
+            }
+            Ok(producer)
+        }
+        Err(e) => Err(PublishError::Unreachable {
+            servers: config.bootstrap_servers.clone(),
+            secs: timeout.as_secs(),
+            cause: e.to_string(),
+        }),
+    }
+}
+
+fn millis(d: Duration) -> String {
+    d.as_millis().to_string()
+}

@@ -1,0 +1,79 @@
+//! What the `producer` and `sink` binaries share, so each `main.rs` stays thin:
+//! `.env` loading, logging set-up, signal handling, and small configuration parsers.
+//! Future operational concerns (metrics, health endpoints, JSON logs) belong here too.
+
+use tokio_util::sync::CancellationToken;
+use tracing_subscriber::EnvFilter;
+
+/// Loads `.env` from the working directory (or a parent), if there is one. Variables
+/// already in the environment win. Call before parsing flags, so `.env` values serve as
+/// their environment twins.
+pub fn load_dotenv() {
+    let _ = dotenvy::dotenv();
+}
+
+/// Logs to stderr, filtered by `RUST_LOG` (default `info`).
+pub fn init_logging() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+/// A token cancelled on the first Ctrl-C or SIGTERM; `what` says what stopping means.
+pub fn shutdown_on_signal(what: &'static str) -> CancellationToken {
+    let token = CancellationToken::new();
+    let t = token.clone();
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        tracing::info!("stop requested: {what}");
+        t.cancel();
+    });
+    token
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for SIGTERM; Ctrl-C still works");
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = tokio::signal::ctrl_c().await;
+}
+
+/// Parses `KEY=VALUE` (librdkafka pass-through options).
+///
+/// # Errors
+/// A message naming the input when there is no `=` or no key.
+pub fn key_value(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_owned(), v.trim().to_owned())),
+        _ => Err(format!("{s:?} is not KEY=VALUE")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_value_parses_and_rejects() {
+        assert_eq!(key_value(" a.b = c=d "), Ok(("a.b".into(), "c=d".into())));
+        assert!(key_value("novalue").is_err());
+        assert!(key_value("=x").is_err());
+    }
+}
