@@ -1,1 +1,61 @@
+//! Consumes the `transactions` topic into the PostgreSQL table `transactions_sink`.
+//!
+//! Layout:
+//! - [`config`]: the effective configuration ([`SinkConfig`]);
+//! - [`cli`]: command-line flags with their environment twins, turned into a config;
+//! - [`consumer`]: the consume loop, batching and offsets (the only module touching offsets);
+//! - [`store`]: the pool, the schema and the batch insert (the only module touching SQL);
+//! - [`retry`]: capped, jittered exponential backoff;
+//! - [`error`]: store errors and their transient / data / configuration classification.
+//!
+//! Delivery: at-least-once from Kafka with idempotent writes. A batch's offsets are
+//! committed only after its rows are committed in PostgreSQL, and rows are inserted with
+//! `ON CONFLICT (tx_id) DO NOTHING`, so a restart or a rebalance never duplicates a row.
+//! See `docs/DESIGN.md`.
 
+pub mod cli;
+pub mod config;
+pub mod consumer;
+pub mod error;
+pub mod retry;
+pub mod store;
+
+use tokio_util::sync::CancellationToken;
+use tracing::info;
+
+pub use config::{PgConfig, SinkConfig};
+pub use consumer::{ConsumeError, SinkReport};
+pub use error::{ErrorClass, StoreError};
+
+/// Why the sink stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// PostgreSQL could not be used (start-up) or failed for good (run).
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// Kafka could not be used, or a write failed for good while consuming.
+    #[error(transparent)]
+    Consume(#[from] ConsumeError),
+}
+
+/// Runs the sink until `shutdown` is cancelled.
+///
+/// Start-up checks PostgreSQL (credentials, database, table) and then Kafka, each failing
+/// fast with a message naming the cause and the fix.
+///
+/// # Errors
+/// [`Error`] on a start-up failure, or when a database write fails after its retries (the
+/// batch's offsets are then left uncommitted).
+pub async fn run(config: SinkConfig, shutdown: CancellationToken) -> Result<SinkReport, Error> {
+    info!(
+        postgres = %format!("{}:{}/{}", config.postgres.host, config.postgres.port, config.postgres.database),
+        user = %config.postgres.user,
+        table = %config.table,
+        batch_size = config.batch_size,
+        "starting sink"
+    );
+    let store = store::Store::connect(&config.postgres, &config.table).await?;
+    let consumer = consumer::connect(&config).await?;
+    let report = consumer::run(consumer, store, &config, shutdown).await?;
+    Ok(report)
+}

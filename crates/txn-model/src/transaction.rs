@@ -34,6 +34,8 @@ pub const MAX_AMOUNT: Decimal = Decimal::from_parts(0x540B_E3FF, 2, 0, false, 2)
 pub const MERCHANT_MAX_CHARS: usize = 255;
 /// Column width of `category`, in characters.
 pub const CATEGORY_MAX_CHARS: usize = 100;
+/// Column width of `source_system` and `transaction_type`, in characters.
+pub const LABEL_MAX_CHARS: usize = 50;
 
 /// One financial transaction, as published to Kafka and stored in PostgreSQL.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -148,6 +150,14 @@ impl Transaction {
         }
         check_text("merchant", &self.merchant, MERCHANT_MAX_CHARS)?;
         check_text("category", &self.category, CATEGORY_MAX_CHARS)?;
+        check_text("source_system", &self.source_system, LABEL_MAX_CHARS)?;
+        check_text("transaction_type", &self.transaction_type, LABEL_MAX_CHARS)?;
+        if i32::try_from(self.processing_time_ms).is_err() {
+            return Err(DecodeError::field_error(
+                "processing_time_ms",
+                format!("{} does not fit INTEGER", self.processing_time_ms),
+            ));
+        }
         Ok(())
     }
 }
@@ -447,12 +457,14 @@ mod tests {
 
     #[test]
     fn values_the_table_cannot_hold_are_rejected_by_field() {
-        let cases: [(&str, Value); 5] = [
+        let cases: [(&str, Value); 7] = [
             ("amount", serde_json::from_str("100000000.00").unwrap()),
             ("amount", serde_json::from_str("1.005").unwrap()),
             ("merchant", json!("x".repeat(256))),
             ("category", json!("y".repeat(101))),
             ("merchant", json!("  ")),
+            ("source_system", json!("s".repeat(51))),
+            ("processing_time_ms", json!(3_000_000_000u64)),
         ];
         for (field, bad) in cases {
             let mut v = sample_value();

@@ -1,0 +1,130 @@
+//! Command-line flags, each with an environment twin (`.env` is loaded first by `main`).
+
+use std::time::Duration;
+
+use clap::Parser;
+
+use crate::config::{PgConfig, SinkConfig};
+
+/// Consumes transactions from Kafka into PostgreSQL.
+#[derive(Debug, Parser)]
+#[command(name = "sink", version, about)]
+pub struct Args {
+    /// Kafka bootstrap servers (host:port, comma-separated).
+    #[arg(
+        long,
+        env = "KAFKA_BOOTSTRAP_SERVERS",
+        default_value = "127.0.0.1:9092"
+    )]
+    pub bootstrap_servers: String,
+
+    /// Topic to consume.
+    #[arg(long, env = "KAFKA_TOPIC", default_value = "transactions")]
+    pub topic: String,
+
+    /// Consumer group; its committed offsets are where a restart resumes.
+    #[arg(long, env = "KAFKA_GROUP_ID", default_value = "transactions-sink")]
+    pub group_id: String,
+
+    /// Most messages written in one database transaction.
+    #[arg(long, env = "SINK_BATCH_SIZE", default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub batch_size: u32,
+
+    /// Table to write (schema.table allowed); created when missing.
+    #[arg(long, env = "SINK_TABLE", default_value = "transactions_sink")]
+    pub table: String,
+
+    /// PostgreSQL host.
+    #[arg(long, env = "POSTGRES_HOST", default_value = "localhost")]
+    pub postgres_host: String,
+
+    /// PostgreSQL port.
+    #[arg(long, env = "POSTGRES_PORT", default_value_t = 5432)]
+    pub postgres_port: u16,
+
+    /// PostgreSQL database.
+    #[arg(long, env = "POSTGRES_DB", default_value = "kafka_sink")]
+    pub postgres_db: String,
+
+    /// PostgreSQL user.
+    #[arg(long, env = "POSTGRES_USER", default_value = "kafka_sink")]
+    pub postgres_user: String,
+
+    /// PostgreSQL password (prefer the environment or .env to the command line).
+    #[arg(
+        long,
+        env = "POSTGRES_PASSWORD",
+        default_value = "kafka_sink",
+        hide_env_values = true
+    )]
+    pub postgres_password: String,
+
+    /// Retries of a transient database error before the sink stops (with backoff).
+    #[arg(long, env = "SINK_RETRIES", default_value_t = 3)]
+    pub retries: u32,
+
+    /// Extra librdkafka property, KEY=VALUE (repeatable; env: comma-separated).
+    #[arg(short = 'K', long = "kafka-option", env = "SINK_KAFKA_OPTIONS", value_delimiter = ',', value_parser = txn_runtime::key_value)]
+    pub kafka_options: Vec<(String, String)>,
+}
+
+impl Args {
+    /// The effective configuration.
+    pub fn into_config(self) -> SinkConfig {
+        let defaults = SinkConfig::default();
+        SinkConfig {
+            bootstrap_servers: self.bootstrap_servers,
+            topic: self.topic,
+            group_id: self.group_id,
+            batch_size: self.batch_size as usize,
+            table: self.table,
+            postgres: PgConfig {
+                host: self.postgres_host,
+                port: self.postgres_port,
+                database: self.postgres_db,
+                user: self.postgres_user,
+                password: self.postgres_password,
+                connect_timeout: Duration::from_secs(10),
+                ..PgConfig::default()
+            },
+            retry: crate::retry::RetryPolicy {
+                retries: self.retries,
+                ..defaults.retry
+            },
+            kafka_options: self.kafka_options,
+            ..defaults
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_become_config_and_password_is_redacted() {
+        let args = Args::try_parse_from([
+            "sink",
+            "--topic",
+            "t1",
+            "--batch-size",
+            "50",
+            "--postgres-password",
+            "s3cret",
+            "-K",
+            "fetch.min.bytes=1",
+        ])
+        .unwrap();
+        let c = args.into_config();
+        assert_eq!(c.topic, "t1");
+        assert_eq!(c.batch_size, 50);
+        assert_eq!(c.retry.retries, 3);
+        assert_eq!(
+            c.kafka_options,
+            vec![("fetch.min.bytes".into(), "1".into())]
+        );
+        assert_eq!(c.postgres.password, "s3cret");
+        assert!(!format!("{c:?}").contains("s3cret"));
+        assert!(Args::try_parse_from(["sink", "--batch-size", "0"]).is_err());
+    }
+}

@@ -1,0 +1,93 @@
+//! The sink's effective configuration, independent of how it was given (CLI, env, tests).
+
+use std::fmt;
+use std::time::Duration;
+
+use crate::retry::RetryPolicy;
+
+/// Where PostgreSQL is and how to log in.
+#[derive(Clone)]
+pub struct PgConfig {
+    /// Host name or address (default `localhost`).
+    pub host: String,
+    /// Port (default 5432).
+    pub port: u16,
+    /// Database (default `kafka_sink`).
+    pub database: String,
+    /// User name.
+    pub user: String,
+    /// Password (never logged).
+    pub password: String,
+    /// Longest wait for a connection (also the start-up check's limit).
+    pub connect_timeout: Duration,
+    /// Connections in the pool.
+    pub pool_size: usize,
+}
+
+impl Default for PgConfig {
+    fn default() -> Self {
+        PgConfig {
+            host: "localhost".into(),
+            port: 5432,
+            database: "kafka_sink".into(),
+            user: "kafka_sink".into(),
+            password: "kafka_sink".into(),
+            connect_timeout: Duration::from_secs(10),
+            pool_size: 2,
+        }
+    }
+}
+
+impl fmt::Debug for PgConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PgConfig")
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("database", &self.database)
+            .field("user", &self.user)
+            .field("password", &"<redacted>")
+            .field("connect_timeout", &self.connect_timeout)
+            .field("pool_size", &self.pool_size)
+            .finish()
+    }
+}
+
+/// Everything `run` needs. Build it with `SinkConfig { topic, ..Default::default() }`.
+#[derive(Debug, Clone)]
+pub struct SinkConfig {
+    /// Kafka bootstrap servers, `host:port[,host:port…]`.
+    pub bootstrap_servers: String,
+    /// Topic to consume (default `transactions`).
+    pub topic: String,
+    /// Consumer group (default `transactions-sink`); offsets are committed under it.
+    pub group_id: String,
+    /// Most messages written in one database transaction (default 1000). A batch is
+    /// whatever has arrived, up to this size: a lone message is written at once.
+    pub batch_size: usize,
+    /// Table to write (default `transactions_sink`; `schema.table` allowed).
+    pub table: String,
+    /// PostgreSQL connection.
+    pub postgres: PgConfig,
+    /// Retries of transient database errors.
+    pub retry: RetryPolicy,
+    /// How long to wait for the broker at start-up before giving up with an error.
+    pub connect_timeout: Duration,
+    /// Extra librdkafka properties (`key=value`), applied last.
+    pub kafka_options: Vec<(String, String)>,
+}
+
+impl Default for SinkConfig {
+    fn default() -> Self {
+        SinkConfig {
+            bootstrap_servers: "127.0.0.1:9092".into(),
+            topic: "transactions".into(),
+            group_id: "transactions-sink".into(),
+            batch_size: 1000,
+            table: "transactions_sink".into(),
+            postgres: PgConfig::default(),
+            retry: RetryPolicy::default(),
+            connect_timeout: Duration::from_secs(15),
+            kafka_options: Vec::new(),
+        }
+    }
+}
