@@ -1,1 +1,378 @@
+//! Helpers of the end-to-end suite: everything runs against the real Kafka broker and the
+//! real PostgreSQL server of `scripts/stack.sh up` (or the compose stack), configured from
+//! `.env`, else `.env.example`, with the environment winning.
+//!
+//! Every test gets its own topic, consumer group and table (random names), so tests run in
+//! parallel without serialisation and leave nothing shared behind. Waiting is done by
+//! polling with a deadline, never by fixed sleeps.
 
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use rand::RngExt;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Message;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::{Offset, TopicPartitionList};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use txn_model::Transaction;
+
+/// The workspace root.
+pub fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// Connection settings of the local stack.
+#[derive(Debug, Clone)]
+pub struct Stack {
+    /// Kafka bootstrap servers.
+    pub bootstrap: String,
+    /// PostgreSQL settings.
+    pub pg: sink::PgConfig,
+}
+
+/// Reads `.env` (else `.env.example`) without touching the process environment; variables
+/// set in the environment win.
+pub fn env_file() -> HashMap<String, String> {
+    let dir = root();
+    let file = [dir.join(".env"), dir.join(".env.example")]
+        .into_iter()
+        .find(|p| p.exists());
+    let mut vars: HashMap<String, String> = file
+        .and_then(|f| dotenvy::from_path_iter(f).ok())
+        .map(|it| it.filter_map(Result::ok).collect())
+        .unwrap_or_default();
+    for (k, v) in std::env::vars() {
+        vars.insert(k, v);
+    }
+    vars
+}
+
+/// The stack's settings.
+pub fn stack() -> Stack {
+    let vars = env_file();
+    let get = |k: &str, d: &str| vars.get(k).cloned().unwrap_or_else(|| d.to_owned());
+    Stack {
+        bootstrap: get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092"),
+        pg: sink::PgConfig {
+            host: get("POSTGRES_HOST", "localhost"),
+            port: get("POSTGRES_PORT", "5432").parse().unwrap_or(5432),
+            database: get("POSTGRES_DB", "kafka_sink"),
+            user: get("POSTGRES_USER", "kafka_sink"),
+            password: get("POSTGRES_PASSWORD", "kafka_sink"),
+            ..sink::PgConfig::default()
+        },
+    }
+}
+
+/// A random name with a readable prefix: `prefix_` + 10 lower-case letters and digits.
+pub fn unique(prefix: &str) -> String {
+    let mut rng = rand::rng();
+    let suffix: String = (0..10)
+        .map(|_| {
+            let c = rng.random_range(0..36u8);
+            if c < 10 {
+                (b'0' + c) as char
+            } else {
+                (b'a' + c - 10) as char
+            }
+        })
+        .collect();
+    format!("{prefix}_{suffix}")
+}
+
+/// The sample users shipped in `data/users/`.
+pub fn users_dir() -> PathBuf {
+    root().join("data/users")
+}
+
+/// Creates a topic with `partitions` partitions (replication factor 1).
+pub async fn create_topic(stack: &Stack, topic: &str, partitions: i32) -> Result<()> {
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", &stack.bootstrap)
+        .create()?;
+    let results = admin
+        .create_topics(
+            &[NewTopic::new(topic, partitions, TopicReplication::Fixed(1))],
+            &AdminOptions::new().operation_timeout(Some(Duration::from_secs(30))),
+        )
+        .await?;
+    for r in results {
+        r.map_err(|(t, e)| anyhow::anyhow!("cannot create topic {t}: {e}"))?;
+    }
+    Ok(())
+}
+
+/// A producer config for `topic`, as fast as possible, `count` messages, sample users.
+pub fn producer_config(stack: &Stack, topic: &str, count: u64) -> producer::ProducerConfig {
+    producer::ProducerConfig {
+        bootstrap_servers: stack.bootstrap.clone(),
+        topic: topic.to_owned(),
+        users_path: users_dir(),
+        pace: producer::Pace::Unlimited,
+        count: Some(count),
+        ..producer::ProducerConfig::default()
+    }
+}
+
+/// Runs the producer library (the code the binary runs) to completion.
+pub async fn produce(stack: &Stack, topic: &str, count: u64) -> Result<producer::Report> {
+    let report = producer::run(
+        producer_config(stack, topic, count),
+        CancellationToken::new(),
+    )
+    .await?;
+    if !report.lost_nothing() || report.delivered != count {
+        bail!("producer lost messages: {report:?}");
+    }
+    Ok(report)
+}
+
+/// Publishes raw payloads (valid or not) in order, keyed `key`, to one partition.
+pub async fn produce_raw(
+    stack: &Stack,
+    topic: &str,
+    partition: i32,
+    payloads: &[Vec<u8>],
+) -> Result<()> {
+    let p: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", &stack.bootstrap)
+        .set("enable.idempotence", "true")
+        .create()?;
+    for payload in payloads {
+        p.send(
+            FutureRecord::<(), _>::to(topic)
+                .partition(partition)
+                .payload(payload),
+            Duration::from_secs(30),
+        )
+        .await
+        .map_err(|(e, _)| anyhow::anyhow!("produce failed: {e}"))?;
+    }
+    Ok(())
+}
+
+/// Every message of `topic`, read from the beginning up to the current end.
+pub async fn read_topic(stack: &Stack, topic: &str) -> Result<Vec<Vec<u8>>> {
+    let stack = stack.clone();
+    let topic = topic.to_owned();
+    tokio::task::spawn_blocking(move || read_topic_blocking(&stack, &topic)).await?
+}
+
+fn read_topic_blocking(stack: &Stack, topic: &str) -> Result<Vec<Vec<u8>>> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &stack.bootstrap)
+        .set("group.id", unique("reader"))
+        .set("enable.auto.commit", "false")
+        .create()?;
+    let timeout = Duration::from_secs(30);
+    let meta = consumer.fetch_metadata(Some(topic), timeout)?;
+    let partitions: Vec<i32> = meta
+        .topics()
+        .iter()
+        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+        .collect();
+    let mut ends = BTreeMap::new();
+    let mut tpl = TopicPartitionList::new();
+    for p in &partitions {
+        let (low, high) = consumer.fetch_watermarks(topic, *p, timeout)?;
+        if high > low {
+            ends.insert(*p, high);
+            tpl.add_partition_offset(topic, *p, Offset::Beginning)?;
+        }
+    }
+    consumer.assign(&tpl)?;
+    let mut out = Vec::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    while !ends.is_empty() {
+        if std::time::Instant::now() > deadline {
+            bail!("timed out reading {topic}: still waiting on partitions {ends:?}");
+        }
+        let Some(m) = consumer.poll(Duration::from_millis(500)) else {
+            continue;
+        };
+        let m = m?;
+        out.push(m.payload().unwrap_or_default().to_vec());
+        if ends
+            .get(&m.partition())
+            .is_some_and(|end| m.offset() + 1 >= *end)
+        {
+            ends.remove(&m.partition());
+        }
+    }
+    Ok(out)
+}
+
+/// A sink config writing `topic` into `table`, with its own group.
+pub fn sink_config(stack: &Stack, topic: &str, table: &str) -> sink::SinkConfig {
+    sink::SinkConfig {
+        bootstrap_servers: stack.bootstrap.clone(),
+        topic: topic.to_owned(),
+        group_id: unique("group"),
+        table: table.to_owned(),
+        postgres: stack.pg.clone(),
+        ..sink::SinkConfig::default()
+    }
+}
+
+/// A sink running in the background.
+pub struct RunningSink {
+    /// Cancel to stop it cleanly.
+    pub stop: CancellationToken,
+    /// Its result.
+    pub handle: JoinHandle<Result<sink::SinkReport, sink::Error>>,
+}
+
+impl RunningSink {
+    /// Stops it cleanly and returns its report.
+    pub async fn stop(self) -> Result<sink::SinkReport> {
+        self.stop.cancel();
+        let report = tokio::time::timeout(Duration::from_secs(60), self.handle)
+            .await
+            .context("the sink did not stop within 60 s")???;
+        Ok(report)
+    }
+}
+
+/// Starts the sink library (the code the binary runs) in the background.
+pub fn start_sink(config: sink::SinkConfig) -> RunningSink {
+    let stop = CancellationToken::new();
+    let handle = tokio::spawn(sink::run(config, stop.clone()));
+    RunningSink { stop, handle }
+}
+
+/// A PostgreSQL client of the stack.
+pub async fn pg(stack: &Stack) -> Result<tokio_postgres::Client> {
+    let pg = &stack.pg;
+    let (client, conn) = tokio_postgres::Config::new()
+        .host(&pg.host)
+        .port(pg.port)
+        .dbname(&pg.database)
+        .user(&pg.user)
+        .password(&pg.password)
+        .connect(tokio_postgres::NoTls)
+        .await
+        .context("cannot connect to the stack's PostgreSQL: run scripts/stack.sh up")?;
+    tokio::spawn(conn);
+    Ok(client)
+}
+
+/// Rows in `table` (0 when it does not exist yet).
+pub async fn count_rows(client: &tokio_postgres::Client, table: &str) -> Result<i64> {
+    let exists: bool = client
+        .query_one("SELECT to_regclass($1) IS NOT NULL", &[&table])
+        .await?
+        .get(0);
+    if !exists {
+        return Ok(0);
+    }
+    Ok(client
+        .query_one(&format!("SELECT count(*) FROM {table}"), &[])
+        .await?
+        .get(0))
+}
+
+/// Polls until `table` holds at least `n` rows; fails after `limit`.
+pub async fn wait_for_rows(
+    client: &tokio_postgres::Client,
+    table: &str,
+    n: i64,
+    limit: Duration,
+) -> Result<i64> {
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        let have = count_rows(client, table).await?;
+        if have >= n {
+            return Ok(have);
+        }
+        if tokio::time::Instant::now() > deadline {
+            bail!("{table} holds {have} rows after {limit:?}, expected {n}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Every row of `table`, as transactions (the extra columns included).
+pub async fn table_rows(client: &tokio_postgres::Client, table: &str) -> Result<Vec<Transaction>> {
+    let rows = client
+        .query(
+            &format!(
+                "SELECT tx_id, user_id, amount, currency, merchant, category, \"timestamp\", \
+                 source_system, transaction_type, processing_time_ms FROM {table}"
+            ),
+            &[],
+        )
+        .await?;
+    rows.iter()
+        .map(|r| {
+            let ts: chrono::NaiveDateTime = r.get(6);
+            let ms: i32 = r.get(9);
+            Ok(Transaction {
+                tx_id: r.get::<_, String>(0).parse()?,
+                user_id: r.get::<_, String>(1).parse()?,
+                amount: r.get(2),
+                currency: r.get::<_, String>(3).parse().map_err(anyhow::Error::msg)?,
+                merchant: r.get(4),
+                category: r.get(5),
+                timestamp: ts.and_utc(),
+                source_system: r.get(7),
+                transaction_type: r.get(8),
+                processing_time_ms: u32::try_from(ms)?,
+            })
+        })
+        .collect()
+}
+
+/// Drops a test table.
+pub async fn drop_table(client: &tokio_postgres::Client, table: &str) -> Result<()> {
+    client
+        .batch_execute(&format!("DROP TABLE IF EXISTS {table}"))
+        .await?;
+    Ok(())
+}
+
+/// Compares the messages of a topic with the rows of a table: the same tx_ids (no missing,
+/// no extra, no duplicate) and, for each, equal field values.
+pub fn assert_same(produced: &[Transaction], stored: &[Transaction]) {
+    let by_id: HashMap<_, _> = produced.iter().map(|t| (t.tx_id, t)).collect();
+    assert_eq!(
+        by_id.len(),
+        produced.len(),
+        "the topic itself holds duplicate tx_ids"
+    );
+    let stored_ids: HashMap<_, _> = stored.iter().map(|t| (t.tx_id, t)).collect();
+    assert_eq!(
+        stored_ids.len(),
+        stored.len(),
+        "duplicate tx_ids in the table"
+    );
+    let missing: Vec<_> = by_id
+        .keys()
+        .filter(|id| !stored_ids.contains_key(id))
+        .collect();
+    let extra: Vec<_> = stored_ids
+        .keys()
+        .filter(|id| !by_id.contains_key(id))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "{} produced tx_ids missing from the table, e.g. {:?}",
+        missing.len(),
+        missing.first()
+    );
+    assert!(
+        extra.is_empty(),
+        "{} rows not produced, e.g. {:?}",
+        extra.len(),
+        extra.first()
+    );
+    for (id, row) in &stored_ids {
+        assert_eq!(*row, by_id[id], "row {id} differs from its message");
+    }
+}
