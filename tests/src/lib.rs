@@ -376,3 +376,106 @@ pub fn assert_same(produced: &[Transaction], stored: &[Transaction]) {
         assert_eq!(*row, by_id[id], "row {id} differs from its message");
     }
 }
+
+/// Builds a workspace binary (`producer` or `sink`) once and returns its path, so tests can
+/// run the real executables (signals, exit codes, log lines).
+pub fn binary(name: &str) -> PathBuf {
+    static BUILT: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+    let mut built = BUILT.lock().unwrap_or_else(|e| e.into_inner());
+    if !built.iter().any(|b| b == name) {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let status = std::process::Command::new(cargo)
+            .args(["build", "-q", "-p", name, "--bin", name])
+            .current_dir(root())
+            .status()
+            .expect("cargo runs");
+        assert!(status.success(), "building {name} failed");
+        built.push(name.to_owned());
+    }
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join("target"));
+    target.join("debug").join(name)
+}
+
+/// A command for a workspace binary, run from the workspace root with the stack's settings.
+pub fn command(name: &str, stack: &Stack) -> tokio::process::Command {
+    let mut cmd = tokio::process::Command::new(binary(name));
+    cmd.current_dir(root())
+        .env("KAFKA_BOOTSTRAP_SERVERS", &stack.bootstrap)
+        .env("POSTGRES_HOST", &stack.pg.host)
+        .env("POSTGRES_PORT", stack.pg.port.to_string())
+        .env("POSTGRES_DB", &stack.pg.database)
+        .env("POSTGRES_USER", &stack.pg.user)
+        .env("POSTGRES_PASSWORD", &stack.pg.password)
+        .env("RUST_LOG", "info")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true);
+    cmd
+}
+
+/// Sends SIGTERM to a child process.
+pub fn terminate(child: &tokio::process::Child) {
+    if let Some(pid) = child.id() {
+        let _ = std::process::Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status();
+    }
+}
+
+/// The committed offsets of `group` on `topic`, per partition.
+pub async fn committed_offsets(
+    stack: &Stack,
+    topic: &str,
+    group: &str,
+) -> Result<BTreeMap<i32, i64>> {
+    let stack = stack.clone();
+    let (topic, group) = (topic.to_owned(), group.to_owned());
+    tokio::task::spawn_blocking(move || -> Result<BTreeMap<i32, i64>> {
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", &stack.bootstrap)
+            .set("group.id", &group)
+            .create()?;
+        let timeout = Duration::from_secs(30);
+        let meta = consumer.fetch_metadata(Some(&topic), timeout)?;
+        let mut tpl = TopicPartitionList::new();
+        for t in meta.topics() {
+            for p in t.partitions() {
+                tpl.add_partition(&topic, p.id());
+            }
+        }
+        let committed = consumer.committed_offsets(tpl, timeout)?;
+        Ok(committed
+            .elements()
+            .iter()
+            .map(|e| (e.partition(), e.offset().to_raw().unwrap_or(-1)))
+            .collect())
+    })
+    .await?
+}
+
+/// The end offsets (high watermarks) of `topic`, per partition.
+pub async fn end_offsets(stack: &Stack, topic: &str) -> Result<BTreeMap<i32, i64>> {
+    let stack = stack.clone();
+    let topic = topic.to_owned();
+    tokio::task::spawn_blocking(move || -> Result<BTreeMap<i32, i64>> {
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", &stack.bootstrap)
+            .create()?;
+        let timeout = Duration::from_secs(30);
+        let meta = consumer.fetch_metadata(Some(&topic), timeout)?;
+        let mut out = BTreeMap::new();
+        for t in meta.topics() {
+            for p in t.partitions() {
+                out.insert(
+                    p.id(),
+                    consumer.fetch_watermarks(&topic, p.id(), timeout)?.1,
+                );
+            }
+        }
+        Ok(out)
+    })
+    .await?
+}

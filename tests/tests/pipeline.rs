@@ -193,3 +193,40 @@ async fn a_restart_after_a_clean_stop_reads_nothing_twice() -> anyhow::Result<()
 
     drop_table(&db, &table).await
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redelivering_a_whole_topic_adds_no_row() -> anyhow::Result<()> {
+    let stack = stack();
+    let topic = unique("e2e_redeliver");
+    let table = unique("sink_redeliver");
+    create_topic(&stack, &topic, 3).await?;
+    produce(&stack, &topic, 400).await?;
+    let db = pg(&stack).await?;
+
+    let first = start_sink(sink_config(&stack, &topic, &table));
+    wait_for_rows(&db, &table, 400, Duration::from_secs(60)).await?;
+    first.stop().await?;
+
+    // a fresh group reads everything again, as after a lost offset commit
+    let config = sink_config(&stack, &topic, &table);
+    let group = config.group_id.clone();
+    let again = start_sink(config);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let report = loop {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        // stop once the redelivered messages have all been consumed
+        if tokio::time::Instant::now() > deadline {
+            anyhow::bail!("the second sink did not finish within 60 s");
+        }
+        let ends = end_offsets(&stack, &topic).await?;
+        if committed_offsets(&stack, &topic, &group).await? == ends {
+            break again.stop().await?;
+        }
+    };
+    assert_eq!(
+        (report.messages, report.inserted, report.duplicates),
+        (400, 0, 400)
+    );
+    assert_eq!(count_rows(&db, &table).await?, 400);
+    drop_table(&db, &table).await
+}

@@ -1,0 +1,120 @@
+//! The real executables: signals, exit codes and what they print.
+
+use std::time::Duration;
+
+use pipeline_tests::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn producer_sigterm_drains_in_flight_messages_and_exits_zero() -> anyhow::Result<()> {
+    let stack = stack();
+    let topic = unique("bin_producer");
+    create_topic(&stack, &topic, 3).await?;
+    let child = command("producer", &stack)
+        .args(["--topic", &topic, "--rate", "500"])
+        .spawn()?;
+    // let it publish for a while, then stop it as a service manager would
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while end_offsets(&stack, &topic).await?.values().sum::<i64>() < 200 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the producer published nothing"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    terminate(&child);
+    let out = tokio::time::timeout(Duration::from_secs(60), child.wait_with_output()).await??;
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "exit {:?}: {log}", out.status);
+    let summary = log
+        .lines()
+        .find(|l| l.contains("every message delivered"))
+        .unwrap_or_else(|| panic!("no summary in: {log}"));
+    assert!(
+        !log.contains('\u{1b}'),
+        "no colour codes when not on a terminal"
+    );
+    let delivered: u64 = summary
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("delivered="))
+        .expect("delivered= in the summary")
+        .parse()?;
+    let in_topic = read_topic(&stack, &topic).await?.len() as u64;
+    assert_eq!(
+        delivered, in_topic,
+        "the summary counts exactly what reached the topic"
+    );
+    assert!(summary.contains("failed=0"), "{summary}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sink_sigterm_commits_offsets_and_exits_zero() -> anyhow::Result<()> {
+    let stack = stack();
+    let topic = unique("bin_sink");
+    let table = unique("sink_bin");
+    let group = unique("group");
+    create_topic(&stack, &topic, 3).await?;
+    produce(&stack, &topic, 300).await?;
+    let db = pg(&stack).await?;
+
+    let child = command("sink", &stack)
+        .args(["--topic", &topic, "--table", &table, "--group-id", &group])
+        .spawn()?;
+    wait_for_rows(&db, &table, 300, Duration::from_secs(60)).await?;
+    terminate(&child);
+    let out = tokio::time::timeout(Duration::from_secs(60), child.wait_with_output()).await??;
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "exit {:?}: {log}", out.status);
+    assert!(log.contains("sink stopped"), "{log}");
+
+    // the group's committed offsets are exactly at the end of every partition
+    assert_eq!(
+        committed_offsets(&stack, &topic, &group).await?,
+        end_offsets(&stack, &topic).await?
+    );
+    assert_eq!(count_rows(&db, &table).await?, 300);
+    drop_table(&db, &table).await
+}
+
+#[tokio::test]
+async fn sink_with_a_wrong_password_exits_nonzero_with_one_clear_line() -> anyhow::Result<()> {
+    let stack = stack();
+    let out = command("sink", &stack)
+        .args(["--topic", &unique("t")])
+        .env("POSTGRES_PASSWORD", "wrong")
+        .output();
+    let out = tokio::time::timeout(Duration::from_secs(60), out).await??;
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{log}");
+    let last = log.lines().last().unwrap_or_default();
+    assert!(last.contains("ERROR"), "{last}");
+    assert!(
+        last.contains("rejected user") && last.contains("POSTGRES_PASSWORD"),
+        "{last}"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn producer_dry_run_prints_json_lines_without_kafka() -> anyhow::Result<()> {
+    let mut stack = stack();
+    stack.bootstrap = "127.0.0.1:1".into(); // proves no broker is needed
+    let out = command("producer", &stack)
+        .args(["--dry-run", "--count", "5", "--rate", "0", "--seed", "9"])
+        .output();
+    let out = tokio::time::timeout(Duration::from_secs(60), out).await??;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<_> = String::from_utf8(out.stdout)?
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(lines.len(), 5);
+    for l in &lines {
+        txn_model::Transaction::from_json(l.as_bytes())?;
+    }
+    Ok(())
+}
