@@ -19,7 +19,7 @@ fn env_example() -> HashMap<String, String> {
         .collect()
 }
 
-fn env_of<'a>(service: &'a Value) -> HashMap<&'a str, String> {
+fn env_of(service: &Value) -> HashMap<&str, String> {
     service["environment"]
         .as_mapping()
         .expect("environment as a mapping")

@@ -61,7 +61,7 @@ impl Args {
     /// The effective configuration.
     pub fn into_config(self) -> ProducerConfig {
         let pace = match self.rate {
-            Some(r) if r == 0.0 => Pace::Unlimited,
+            Some(0.0) => Pace::Unlimited,
             Some(r) => Pace::Rate(r),
             None => Pace::Interval(Duration::from_secs_f64(self.interval)),
         };

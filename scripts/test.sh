@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# Runs every test: brings the local stack up (real Kafka and PostgreSQL, see
+# scripts/stack.sh), then the unit tests and the end-to-end tests against it.
+# Extra arguments go to `cargo test` (e.g. `scripts/test.sh -p txn-model`).
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+export PATH="$HOME/.cargo/bin:$PATH"
+scripts/stack.sh up
+cargo test --workspace "$@"
