@@ -230,3 +230,77 @@ async fn redelivering_a_whole_topic_adds_no_row() -> anyhow::Result<()> {
     assert_eq!(count_rows(&db, &table).await?, 400);
     drop_table(&db, &table).await
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_outage_beyond_the_retries_stops_the_sink_without_committing()
+-> anyhow::Result<()> {
+    let stack = stack();
+    let topic = unique("e2e_outage");
+    let table = unique("sink_outage");
+    create_topic(&stack, &topic, 2).await?;
+    let db = pg(&stack).await?;
+    let mut config = sink_config(&stack, &topic, &table);
+    config.postgres.application_name = unique("sink_app");
+    let group = config.group_id.clone();
+
+    // the sink creates its table and waits on the empty topic
+    let sink = start_sink(config.clone());
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while db
+        .query_one("SELECT to_regclass($1) IS NULL", &[&table])
+        .await?
+        .get::<_, bool>(0)
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the sink never created its table"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // hold the table so no insert can finish, then keep killing the sink's sessions:
+    // every attempt fails with a lost connection (a transient error) until the retries run out
+    let mut locker = pg(&stack).await?;
+    let lock = locker.transaction().await?;
+    lock.batch_execute(&format!("LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE"))
+        .await?;
+    produce(&stack, &topic, 500).await?;
+    let killer = pg(&stack).await?;
+    let app = config.postgres.application_name.clone();
+    let result = tokio::time::timeout(Duration::from_secs(60), async {
+        let mut handle = sink.handle;
+        loop {
+            tokio::select! {
+                r = &mut handle => break anyhow::Ok(r?),
+                _ = tokio::time::sleep(Duration::from_millis(50)) => {
+                    killer
+                        .execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1", &[&app])
+                        .await?;
+                }
+            }
+        }
+    })
+    .await??;
+    let err = result.expect_err("the sink stops once the retries are exhausted");
+    let text = err.to_string();
+    assert!(text.contains("after 3 retries (transient error)"), "{text}");
+    assert!(text.contains("not committed"), "{text}");
+    lock.commit().await?;
+
+    // nothing was committed for the failed batch: the group is not at the end
+    let ends = end_offsets(&stack, &topic).await?;
+    let committed = committed_offsets(&stack, &topic, &group).await?;
+    assert!(
+        committed.iter().all(|(p, o)| *o < ends[p]),
+        "committed {committed:?}, ends {ends:?}"
+    );
+    assert_eq!(count_rows(&db, &table).await?, 0);
+
+    // after the outage, a restart redelivers everything and writes it once
+    let again = start_sink(config);
+    wait_for_rows(&db, &table, 500, Duration::from_secs(60)).await?;
+    again.stop().await?;
+    let produced = decode_all(&read_topic(&stack, &topic).await?);
+    assert_same(&produced, &table_rows(&db, &table).await?);
+    drop_table(&db, &table).await
+}

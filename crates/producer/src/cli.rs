@@ -11,17 +11,8 @@ use crate::config::{Pace, ProducerConfig};
 #[derive(Debug, Parser)]
 #[command(name = "producer", version, about)]
 pub struct Args {
-    /// Kafka bootstrap servers (host:port, comma-separated).
-    #[arg(
-        long,
-        env = "KAFKA_BOOTSTRAP_SERVERS",
-        default_value = "127.0.0.1:9092"
-    )]
-    pub bootstrap_servers: String,
-
-    /// Topic to publish to.
-    #[arg(long, env = "KAFKA_TOPIC", default_value = "transactions")]
-    pub topic: String,
+    #[command(flatten)]
+    pub kafka: txn_runtime::kafka::KafkaArgs,
 
     /// A users CSV file, or a directory of monthly *.csv files, with a user_id column.
     #[arg(long, env = "USERS_CSV_PATH", default_value = "data/users")]
@@ -66,8 +57,8 @@ impl Args {
             None => Pace::Interval(Duration::from_secs_f64(self.interval)),
         };
         ProducerConfig {
-            bootstrap_servers: self.bootstrap_servers,
-            topic: self.topic,
+            bootstrap_servers: self.kafka.bootstrap_servers,
+            topic: self.kafka.topic,
             users_path: self.users,
             pace,
             count: self.count,

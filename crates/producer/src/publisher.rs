@@ -25,17 +25,8 @@ pub enum PublishError {
     #[error("invalid Kafka client configuration: {0}")]
     Config(#[source] KafkaError),
     /// No broker answered within the connect timeout.
-    #[error(
-        "cannot reach Kafka at {servers} within {secs} s ({cause}): is the broker running? Start it with `scripts/stack.sh up` or `docker compose -f kafka-docker-compose.yml up -d`, or fix KAFKA_BOOTSTRAP_SERVERS"
-    )]
-    Unreachable {
-        /// The bootstrap servers tried.
-        servers: String,
-        /// The timeout, in seconds.
-        secs: u64,
-        /// What librdkafka said.
-        cause: String,
-    },
+    #[error(transparent)]
+    Unreachable(#[from] txn_runtime::kafka::Unreachable),
     /// The local queue refused a message for a reason other than being full.
     #[error("cannot enqueue a message: {0}")]
     Enqueue(#[source] KafkaError),
@@ -152,9 +143,7 @@ impl Publisher {
             .set("message.timeout.ms", millis(config.delivery_timeout))
             .set("linger.ms", "5")
             .set("compression.type", "lz4");
-        for (k, v) in &config.kafka_options {
-            client.set(k, v);
-        }
+        txn_runtime::kafka::apply_options(&mut client, &config.kafka_options);
         let producer: ThreadedProducer<DeliveryContext> = client
             .create_with_context(context)
             .map_err(PublishError::Config)?;
@@ -227,28 +216,17 @@ async fn check_reachable(
     producer: ThreadedProducer<DeliveryContext>,
     config: &ProducerConfig,
 ) -> Result<ThreadedProducer<DeliveryContext>, PublishError> {
-    let timeout = config.connect_timeout;
     let probe = producer.clone();
-    let result = tokio::task::spawn_blocking(move || probe.client().fetch_metadata(None, timeout))
-        .await
-        .map_err(|e| PublishError::Unreachable {
-            servers: config.bootstrap_servers.clone(),
-            secs: timeout.as_secs(),
-            cause: e.to_string(),
-        })?;
-    match result {
-        Ok(meta) => {
-            if !meta.topics().iter().any(|t| t.name() == config.topic) {
-                info!(topic = %config.topic, "topic does not exist yet; the broker creates it on the first message if auto.create.topics.enable is on");
-            }
-            Ok(producer)
-        }
-        Err(e) => Err(PublishError::Unreachable {
-            servers: config.bootstrap_servers.clone(),
-            secs: timeout.as_secs(),
-            cause: e.to_string(),
-        }),
+    let meta = txn_runtime::kafka::fetch_metadata(
+        &config.bootstrap_servers,
+        config.connect_timeout,
+        move |t| probe.client().fetch_metadata(None, t),
+    )
+    .await?;
+    if !meta.topics().iter().any(|t| t.name() == config.topic) {
+        info!(topic = %config.topic, "topic does not exist yet; the broker creates it on the first message if auto.create.topics.enable is on");
     }
+    Ok(producer)
 }
 
 fn millis(d: Duration) -> String {

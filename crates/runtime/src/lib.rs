@@ -2,6 +2,8 @@
 //! `.env` loading, logging set-up, signal handling, and small configuration parsers.
 //! Future operational concerns (metrics, health endpoints, JSON logs) belong here too.
 
+pub mod kafka;
+
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
 

@@ -10,17 +10,8 @@ use crate::config::{PgConfig, SinkConfig};
 #[derive(Debug, Parser)]
 #[command(name = "sink", version, about)]
 pub struct Args {
-    /// Kafka bootstrap servers (host:port, comma-separated).
-    #[arg(
-        long,
-        env = "KAFKA_BOOTSTRAP_SERVERS",
-        default_value = "127.0.0.1:9092"
-    )]
-    pub bootstrap_servers: String,
-
-    /// Topic to consume.
-    #[arg(long, env = "KAFKA_TOPIC", default_value = "transactions")]
-    pub topic: String,
+    #[command(flatten)]
+    pub kafka: txn_runtime::kafka::KafkaArgs,
 
     /// Consumer group; its committed offsets are where a restart resumes.
     #[arg(long, env = "KAFKA_GROUP_ID", default_value = "transactions-sink")]
@@ -73,8 +64,8 @@ impl Args {
     pub fn into_config(self) -> SinkConfig {
         let defaults = SinkConfig::default();
         SinkConfig {
-            bootstrap_servers: self.bootstrap_servers,
-            topic: self.topic,
+            bootstrap_servers: self.kafka.bootstrap_servers,
+            topic: self.kafka.topic,
             group_id: self.group_id,
             batch_size: self.batch_size as usize,
             table: self.table,

@@ -22,6 +22,8 @@ pub struct PgConfig {
     pub connect_timeout: Duration,
     /// Connections in the pool.
     pub pool_size: usize,
+    /// `application_name` of the sink's sessions (shows in `pg_stat_activity`).
+    pub application_name: String,
 }
 
 impl Default for PgConfig {
@@ -34,6 +36,7 @@ impl Default for PgConfig {
             password: "kafka_sink".into(),
             connect_timeout: Duration::from_secs(10),
             pool_size: 2,
+            application_name: "txn-sink".into(),
         }
     }
 }
@@ -48,6 +51,7 @@ impl fmt::Debug for PgConfig {
             .field("password", &"<redacted>")
             .field("connect_timeout", &self.connect_timeout)
             .field("pool_size", &self.pool_size)
+            .field("application_name", &self.application_name)
             .finish()
     }
 }

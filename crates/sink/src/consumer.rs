@@ -34,17 +34,8 @@ pub enum ConsumeError {
     #[error("invalid Kafka client configuration: {0}")]
     Config(#[source] KafkaError),
     /// No broker answered within the connect timeout.
-    #[error(
-        "cannot reach Kafka at {servers} within {secs} s ({cause}): is the broker running? Start it with `scripts/stack.sh up` or `docker compose -f kafka-docker-compose.yml up -d`, or fix KAFKA_BOOTSTRAP_SERVERS"
-    )]
-    Unreachable {
-        /// The bootstrap servers tried.
-        servers: String,
-        /// The timeout, in seconds.
-        secs: u64,
-        /// What librdkafka said.
-        cause: String,
-    },
+    #[error(transparent)]
+    Unreachable(#[from] txn_runtime::kafka::Unreachable),
     /// Subscribing failed.
     #[error("cannot subscribe to topic {topic}: {source}")]
     Subscribe {
@@ -142,26 +133,20 @@ pub async fn connect(
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", "earliest")
         .set("enable.partition.eof", "false");
-    for (k, v) in &config.kafka_options {
-        client.set(k, v);
-    }
+    txn_runtime::kafka::apply_options(&mut client, &config.kafka_options);
     let consumer: StreamConsumer<SinkContext> = client
         .create_with_context(SinkContext)
         .map_err(ConsumeError::Config)?;
     let consumer = Arc::new(consumer);
 
-    let timeout = config.connect_timeout;
     let probe = consumer.clone();
     let topic = config.topic.clone();
-    let unreachable = |cause: String| ConsumeError::Unreachable {
-        servers: config.bootstrap_servers.clone(),
-        secs: timeout.as_secs(),
-        cause,
-    };
-    let meta = tokio::task::spawn_blocking(move || probe.fetch_metadata(Some(&topic), timeout))
-        .await
-        .map_err(|e| unreachable(e.to_string()))?
-        .map_err(|e| unreachable(e.to_string()))?;
+    let meta = txn_runtime::kafka::fetch_metadata(
+        &config.bootstrap_servers,
+        config.connect_timeout,
+        move |t| probe.fetch_metadata(Some(&topic), t),
+    )
+    .await?;
     let exists = meta
         .topics()
         .iter()

@@ -51,7 +51,7 @@ impl Store {
             .dbname(&pg.database)
             .user(&pg.user)
             .password(&pg.password)
-            .application_name("txn-sink")
+            .application_name(&pg.application_name)
             .connect_timeout(pg.connect_timeout)
             .keepalives_idle(Duration::from_secs(30));
         let manager = Manager::from_config(
