@@ -6,4 +6,5 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 export PATH="$HOME/.cargo/bin:$PATH"
 scripts/stack.sh up
-cargo test --workspace "$@"
+# a hung test must not eat the CI budget
+timeout --foreground 45m cargo test --workspace "$@"

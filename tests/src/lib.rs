@@ -240,8 +240,24 @@ impl RunningSink {
     }
 }
 
+/// Sends the libraries' logs to the test's captured output (shown when a test fails);
+/// `RUST_LOG` filters them (default `info`).
+pub fn init_logs() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_ansi(false)
+            .with_test_writer()
+            .try_init();
+    });
+}
+
 /// Starts the sink library (the code the binary runs) in the background.
 pub fn start_sink(config: sink::SinkConfig) -> RunningSink {
+    init_logs();
     let stop = CancellationToken::new();
     let handle = tokio::spawn(sink::run(config, stop.clone()));
     RunningSink { stop, handle }
@@ -329,10 +345,12 @@ pub async fn table_rows(client: &tokio_postgres::Client, table: &str) -> Result<
         .collect()
 }
 
-/// Drops a test table.
-pub async fn drop_table(client: &tokio_postgres::Client, table: &str) -> Result<()> {
+/// Drops a test table and the sink's state tables beside it.
+pub async fn drop_tables(client: &tokio_postgres::Client, table: &str) -> Result<()> {
     client
-        .batch_execute(&format!("DROP TABLE IF EXISTS {table}"))
+        .batch_execute(&format!(
+            "DROP TABLE IF EXISTS {table}, {table}_offsets, {table}_dead_letters"
+        ))
         .await?;
     Ok(())
 }

@@ -73,7 +73,7 @@ async fn sink_sigterm_commits_offsets_and_exits_zero() -> anyhow::Result<()> {
         end_offsets(&stack, &topic).await?
     );
     assert_eq!(count_rows(&db, &table).await?, 300);
-    drop_table(&db, &table).await
+    drop_tables(&db, &table).await
 }
 
 #[tokio::test]

@@ -57,7 +57,7 @@ async fn unreachable_kafka_fails_the_sink_with_the_bootstrap_servers() {
     let err = sink_error(config).await;
     assert!(err.contains("cannot reach Kafka at 127.0.0.1:1"), "{err}");
     assert!(err.contains("KAFKA_BOOTSTRAP_SERVERS"), "{err}");
-    drop_table(&pg(&stack).await.unwrap(), &table)
+    drop_tables(&pg(&stack).await.unwrap(), &table)
         .await
         .unwrap();
 }

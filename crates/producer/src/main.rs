@@ -1,5 +1,5 @@
 //! `cargo run -p producer`: parse flags, wire Ctrl-C and SIGTERM, run, print the summary.
-//! Exits 0 only when every message sent was delivered.
+//! Exits 0 only when every message sent was delivered. A second signal exits at once (130).
 
 use std::process::ExitCode;
 
@@ -10,9 +10,13 @@ async fn main() -> ExitCode {
     txn_runtime::load_dotenv();
     let args = producer::cli::Args::parse();
     txn_runtime::init_logging();
-    let shutdown = txn_runtime::shutdown_on_signal("finishing in-flight messages");
+    let signals = txn_runtime::shutdown_on_signal("finishing in-flight messages");
 
-    match producer::run(args.into_config(), shutdown).await {
+    let result = tokio::select! {
+        r = producer::run(args.into_config(), signals.stop.clone()) => r,
+        _ = signals.force.cancelled() => return ExitCode::from(130),
+    };
+    match result {
         Ok(r) if r.lost_nothing() => {
             tracing::info!(
                 sent = r.sent,

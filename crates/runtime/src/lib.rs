@@ -26,16 +26,29 @@ pub fn init_logging() {
         .init();
 }
 
-/// A token cancelled on the first Ctrl-C or SIGTERM; `what` says what stopping means.
-pub fn shutdown_on_signal(what: &'static str) -> CancellationToken {
-    let token = CancellationToken::new();
-    let t = token.clone();
+/// The stop signals of a binary: `stop` is cancelled on the first Ctrl-C or SIGTERM (finish
+/// cleanly), `force` on the second (exit at once).
+#[derive(Debug, Clone, Default)]
+pub struct Signals {
+    /// Cancelled on the first signal.
+    pub stop: CancellationToken,
+    /// Cancelled on the second signal.
+    pub force: CancellationToken,
+}
+
+/// Listens for Ctrl-C and SIGTERM; `what` says what stopping cleanly means, for the log.
+pub fn shutdown_on_signal(what: &'static str) -> Signals {
+    let signals = Signals::default();
+    let s = signals.clone();
     tokio::spawn(async move {
         wait_for_signal().await;
-        tracing::info!("stop requested: {what}");
-        t.cancel();
+        tracing::info!("stop requested: {what} (a second signal exits at once)");
+        s.stop.cancel();
+        wait_for_signal().await;
+        tracing::warn!("second stop signal: exiting at once");
+        s.force.cancel();
     });
-    token
+    signals
 }
 
 async fn wait_for_signal() {

@@ -10,6 +10,10 @@ use crate::config::{PgConfig, SinkConfig};
 #[derive(Debug, Parser)]
 #[command(name = "sink", version, about)]
 pub struct Args {
+    /// What to do (default: consume).
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
     #[command(flatten)]
     pub kafka: txn_runtime::kafka::KafkaArgs,
 
@@ -59,9 +63,25 @@ pub struct Args {
     pub kafka_options: Vec<(String, String)>,
 }
 
+/// Subcommands of the sink.
+#[derive(Debug, clap::Subcommand)]
+pub enum Command {
+    /// Re-decodes and inserts dead letters after a fix (a relaxed constraint, a corrected
+    /// payload); those that land are marked replayed, the others get one more attempt.
+    ReplayDeadLetters {
+        /// Replay only these dead-letter ids (repeatable; default: every one not replayed).
+        #[arg(long = "id")]
+        ids: Vec<i64>,
+        /// Replay only dead letters of this error class (`rejected`, `schema`, …).
+        #[arg(long)]
+        error_class: Option<String>,
+    },
+}
+
 impl Args {
     /// The effective configuration.
     pub fn into_config(self) -> SinkConfig {
+        // the subcommand is read before the conversion
         let defaults = SinkConfig::default();
         SinkConfig {
             bootstrap_servers: self.kafka.bootstrap_servers,

@@ -76,6 +76,13 @@ pub struct SinkConfig {
     pub retry: RetryPolicy,
     /// How long to wait for the broker at start-up before giving up with an error.
     pub connect_timeout: Duration,
+    /// After a stop signal, how long the batch in hand may take to be written (default
+    /// 20 s: below the consumer session timeout of 45 s, so the group does not evict us).
+    pub drain_timeout: Duration,
+    /// First wait between database probes during an outage (default 500 ms); doubles.
+    pub probe_min: Duration,
+    /// Longest wait between database probes during an outage (default 10 s).
+    pub probe_max: Duration,
     /// Extra librdkafka properties (`key=value`), applied last.
     pub kafka_options: Vec<(String, String)>,
 }
@@ -91,6 +98,9 @@ impl Default for SinkConfig {
             postgres: PgConfig::default(),
             retry: RetryPolicy::default(),
             connect_timeout: Duration::from_secs(15),
+            drain_timeout: Duration::from_secs(20),
+            probe_min: Duration::from_millis(500),
+            probe_max: Duration::from_secs(10),
             kafka_options: Vec::new(),
         }
     }

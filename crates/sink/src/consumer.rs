@@ -1,33 +1,39 @@
-//! The Kafka side of the sink: the consume loop, batching and offsets. The only module that
-//! touches offsets.
+//! The Kafka side of the sink: the consume loop, batching, positions and the outage state
+//! machine. The only module that touches offsets.
 //!
-//! Delivery rule: a batch's offsets are committed only after its rows are committed in
-//! PostgreSQL (or, for a payload that cannot be decoded, after it was logged and skipped).
-//! Auto-commit is off; after each database commit the sink commits, for every partition in
-//! the batch, the offset of the last message plus one (`commit` takes the *next* offset to
-//! read, literally: we add the one ourselves). If the database write fails for good, the
-//! sink stops without committing, so the batch is redelivered on restart; the idempotent
-//! insert makes the redelivery harmless.
+//! Delivery rules (see `docs/DESIGN.md`):
+//! - The source of truth for "where to resume" is the offsets table in PostgreSQL, advanced
+//!   in the same transaction as the rows and dead letters of each batch (see `store`). When
+//!   the first message of a partition arrives after an assignment, the sink loads the stored
+//!   offset and, if the consumer is elsewhere, seeks there; messages below it are already
+//!   stored and are skipped.
+//! - Kafka offset commits follow each database commit (asynchronously, and synchronously
+//!   at shutdown) so lag tooling and Kafdrop show the group's position; they are advisory.
+//!   `commit` takes the *next* offset to read, literally: we pass the stored next offset.
+//! - Transient database errors are retried (`retry`); when the retries are exhausted the
+//!   sink pauses its partitions, keeps its group membership by polling, probes the database
+//!   with capped backoff and resumes by itself. It never dead-letters because of an outage.
 
-use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer};
 use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
-use rdkafka::message::Message;
+use rdkafka::message::Message as _;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
-use txn_model::{DecodeError, Transaction};
+use txn_model::Transaction;
 
 use crate::config::SinkConfig;
-use crate::error::StoreError;
+use crate::error::{ErrorClass, StoreError};
 use crate::retry::retry;
-use crate::store::Store;
+use crate::store::{Message, OffsetAdvance, Outcome, Store};
 
-/// What went wrong on the Kafka side.
+/// What went wrong on the Kafka side, or made the loop stop.
 #[derive(Debug, thiserror::Error)]
 pub enum ConsumeError {
     /// The client could not be created (a bad librdkafka property).
@@ -47,37 +53,54 @@ pub enum ConsumeError {
     /// A non-retriable consumer error (authorization, fatal client state).
     #[error("Kafka consumer failed: {0}")]
     Fatal(#[source] KafkaError),
-    /// The database write failed for good; the batch's offsets were not committed.
+    /// A database error that retrying cannot fix (configuration, privileges).
     #[error(
-        "writing to PostgreSQL failed after {retries} retries ({class} error): {source}; the batch's offsets were not committed, so its messages are redelivered on restart"
+        "PostgreSQL refused the sink's writes ({class} error): {source}; fix the cause and restart: nothing was committed for the batch in hand, so it is redelivered"
     )]
     Store {
-        /// Retries made.
-        retries: u32,
         /// The error's class.
-        class: crate::error::ErrorClass,
-        /// The last error.
+        class: ErrorClass,
+        /// The error.
         source: StoreError,
+    },
+    /// Stopped (signal) while the batch in hand could not be written in time.
+    #[error(
+        "stopped before {messages} consumed messages could be written ({why}); their offsets were not advanced, so they are redelivered on restart"
+    )]
+    Unfinished {
+        /// Messages in hand.
+        messages: usize,
+        /// Why they were not written.
+        why: &'static str,
     },
 }
 
 /// Counts of one run of the sink.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct SinkReport {
-    /// Messages consumed.
+    /// Messages consumed and accounted for (written, duplicate, or dead-lettered).
     pub messages: u64,
     /// Rows newly inserted.
     pub inserted: u64,
-    /// Messages whose `tx_id` was already stored (redeliveries).
+    /// Messages whose `tx_id` was already stored with the same content (redeliveries).
     pub duplicates: u64,
-    /// Messages that could not be decoded, logged and skipped.
-    pub undecodable: u64,
+    /// Messages below the stored offset, skipped without a write (already stored).
+    pub skipped: u64,
+    /// Messages parked in the dead-letter table.
+    pub dead_letters: u64,
+    /// Of those, duplicates of a stored `tx_id` with different content.
+    pub conflicts: u64,
     /// Database transactions committed.
     pub batches: u64,
+    /// Times the sink paused for a database outage.
+    pub outages: u64,
 }
 
-/// Logs rebalances and commit failures.
-pub struct SinkContext;
+/// Logs rebalances and commit failures, and tells the loop which partitions were revoked.
+#[derive(Default)]
+pub struct SinkContext {
+    revoked: Mutex<Vec<i32>>,
+}
 
 impl ClientContext for SinkContext {
     fn error(&self, error: KafkaError, reason: &str) {
@@ -86,6 +109,13 @@ impl ClientContext for SinkContext {
 }
 
 impl ConsumerContext for SinkContext {
+    fn pre_rebalance(&self, _: &rdkafka::consumer::BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Revoke(tpl) = rebalance {
+            let mut revoked = self.revoked.lock().unwrap_or_else(|e| e.into_inner());
+            revoked.extend(tpl.elements().iter().map(|e| e.partition()));
+        }
+    }
+
     fn post_rebalance(&self, _: &rdkafka::consumer::BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         match rebalance {
             Rebalance::Assign(tpl) => info!(partitions = %partitions(tpl), "partitions assigned"),
@@ -96,12 +126,18 @@ impl ConsumerContext for SinkContext {
 
     fn commit_callback(&self, result: KafkaResult<()>, offsets: &TopicPartitionList) {
         match result {
-            Ok(()) => debug!(offsets = %partitions(offsets), "offsets committed"),
-            // The rows are in PostgreSQL; a lost commit only means a harmless redelivery.
+            Ok(()) => debug!(offsets = %partitions(offsets), "Kafka offsets committed"),
+            // The database holds the real position; a lost Kafka commit only delays lag tooling.
             Err(e) => {
-                warn!(error = %e, "offset commit failed; the messages will be redelivered and skipped as duplicates")
+                debug!(error = %e, "Kafka offset commit failed (advisory: the database holds the position)")
             }
         }
+    }
+}
+
+impl SinkContext {
+    fn take_revoked(&self) -> Vec<i32> {
+        std::mem::take(&mut *self.revoked.lock().unwrap_or_else(|e| e.into_inner()))
     }
 }
 
@@ -116,26 +152,27 @@ fn partitions(tpl: &TopicPartitionList) -> String {
         .join(",")
 }
 
+/// The consumer type of the sink.
+pub type SinkConsumer = StreamConsumer<SinkContext>;
+
 /// Creates the consumer, checks that a broker answers, and subscribes.
 ///
 /// # Errors
 /// [`ConsumeError::Config`], [`ConsumeError::Unreachable`] or [`ConsumeError::Subscribe`].
-pub async fn connect(
-    config: &SinkConfig,
-) -> Result<Arc<StreamConsumer<SinkContext>>, ConsumeError> {
+pub async fn connect(config: &SinkConfig) -> Result<Arc<SinkConsumer>, ConsumeError> {
     let mut client = ClientConfig::new();
     client
         .set("bootstrap.servers", &config.bootstrap_servers)
         .set("group.id", &config.group_id)
         .set("client.id", "txn-sink")
-        // offsets are committed by hand, after the database commit
+        // positions live in PostgreSQL; Kafka commits are made by hand after each batch
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", "earliest")
         .set("enable.partition.eof", "false");
     txn_runtime::kafka::apply_options(&mut client, &config.kafka_options);
-    let consumer: StreamConsumer<SinkContext> = client
-        .create_with_context(SinkContext)
+    let consumer: SinkConsumer = client
+        .create_with_context(SinkContext::default())
         .map_err(ConsumeError::Config)?;
     let consumer = Arc::new(consumer);
 
@@ -164,176 +201,449 @@ pub async fn connect(
     Ok(consumer)
 }
 
-/// One consumed message, copied out of librdkafka's buffer and decoded.
-struct Received {
-    partition: i32,
-    offset: i64,
-    decoded: Result<Transaction, DecodeError>,
+/// Where a partition stands, as far as this sink knows.
+#[derive(Debug, Clone, Copy, Default)]
+struct Position {
+    /// The stored next offset (`None`: nothing stored yet for this group).
+    next: Option<i64>,
+    /// The offset last sought to, so that a seek is issued once.
+    sought: Option<i64>,
 }
 
-/// Consumes until `shutdown` is cancelled (then finishes the batch in hand, commits and
-/// returns) or a database write fails for good (then returns the error, uncommitted).
+/// The consume loop and its state.
+struct Sink<'a> {
+    consumer: &'a SinkConsumer,
+    store: &'a Store,
+    config: &'a SinkConfig,
+    shutdown: &'a CancellationToken,
+    /// Positions of the partitions seen since their assignment.
+    positions: HashMap<i32, Position>,
+    report: SinkReport,
+    missing_topic_logged: bool,
+}
+
+/// Consumes until `shutdown` is cancelled: then finishes the batch in hand (within the
+/// drain timeout), commits and returns.
 ///
 /// # Errors
-/// [`ConsumeError::Store`] after the retries of a transient error are exhausted or on a
-/// permanent database error; [`ConsumeError::Fatal`] on a fatal Kafka error.
+/// [`ConsumeError::Store`] on a database error that retrying cannot fix,
+/// [`ConsumeError::Fatal`] on a fatal Kafka error, [`ConsumeError::Unfinished`] when stopped
+/// with a batch that could not be written in time.
 pub async fn run(
-    consumer: Arc<StreamConsumer<SinkContext>>,
+    consumer: Arc<SinkConsumer>,
     store: Store,
     config: &SinkConfig,
     shutdown: CancellationToken,
 ) -> Result<SinkReport, ConsumeError> {
-    let mut report = SinkReport::default();
-    let mut batch: Vec<Received> = Vec::with_capacity(config.batch_size);
-    let mut rows: Vec<Transaction> = Vec::with_capacity(config.batch_size);
-    let mut missing_topic_logged = false;
+    let mut sink = Sink {
+        consumer: &consumer,
+        store: &store,
+        config,
+        shutdown: &shutdown,
+        positions: HashMap::new(),
+        report: SinkReport::default(),
+        missing_topic_logged: false,
+    };
+    let result = sink.consume().await;
+    // Whatever happened, tell Kafka where the database stands (advisory, synchronous).
+    sink.commit_kafka(CommitMode::Sync);
+    result.map(|()| sink.report)
+}
 
-    loop {
-        // Wait for the first message of a batch, or for the stop signal.
-        let first = tokio::select! {
-            biased;
-            _ = shutdown.cancelled() => break,
-            m = consumer.recv() => m,
+impl Sink<'_> {
+    async fn consume(&mut self) -> Result<(), ConsumeError> {
+        let mut pending: Vec<Message> = Vec::with_capacity(self.config.batch_size);
+        loop {
+            if pending.is_empty() {
+                // Wait for the first message of a batch, or for the stop signal.
+                let first = tokio::select! {
+                    biased;
+                    _ = self.shutdown.cancelled() => return Ok(()),
+                    m = self.consumer.recv() => m,
+                };
+                match first {
+                    Ok(m) => pending.push(receive(&m)),
+                    Err(e) => {
+                        self.on_consume_error(e)?;
+                        continue;
+                    }
+                }
+            }
+            // Then whatever else has already arrived, without waiting: a lone message is
+            // written at once, a backlog in batches of up to batch_size.
+            while pending.len() < self.config.batch_size {
+                match tokio::time::timeout(Duration::ZERO, self.consumer.recv()).await {
+                    Ok(Ok(m)) => pending.push(receive(&m)),
+                    Ok(Err(e)) => self.on_consume_error(e)?,
+                    Err(_) => break,
+                }
+            }
+            let batch = std::mem::take(&mut pending);
+            self.write(batch, &mut pending).await?;
+        }
+    }
+
+    /// Writes one batch: positions, filtering, the transaction, and the outage loop.
+    /// Messages received meanwhile (during an outage) are added to `held`.
+    async fn write(
+        &mut self,
+        mut batch: Vec<Message>,
+        held: &mut Vec<Message>,
+    ) -> Result<(), ConsumeError> {
+        let deadline = drain_deadline(self.shutdown, self.config.drain_timeout);
+        tokio::pin!(deadline);
+        let unfinished = |messages| ConsumeError::Unfinished {
+            messages,
+            why: "the drain timeout passed",
         };
-        match first {
-            Ok(m) => batch.push(receive(&m)),
-            Err(e) => {
-                on_consume_error(e, &config.topic, &mut missing_topic_logged)?;
+        loop {
+            self.forget_revoked(&mut batch);
+            if batch.is_empty() {
+                return Ok(());
+            }
+            let in_hand = batch.len();
+            let loaded = tokio::select! {
+                r = self.load_positions(&batch) => r,
+                _ = &mut deadline => return Err(unfinished(in_hand)),
+            };
+            if let Err(e) = loaded {
+                self.on_store_error(e, in_hand, held).await?;
                 continue;
             }
-        }
-        // Then take whatever else has already arrived, without waiting: a lone message is
-        // written at once, a backlog in batches of up to batch_size.
-        while batch.len() < config.batch_size {
-            match tokio::time::timeout(Duration::ZERO, consumer.recv()).await {
-                Ok(Ok(m)) => batch.push(receive(&m)),
-                Ok(Err(e)) => on_consume_error(e, &config.topic, &mut missing_topic_logged)?,
-                Err(_) => break, // nothing more right now
+            let (accepted, advances) = self.plan(std::mem::take(&mut batch));
+            if accepted.is_empty() {
+                return Ok(());
             }
-        }
-
-        // Decode failures are logged and skipped (their offsets still advance).
-        rows.clear();
-        for r in &batch {
-            match &r.decoded {
-                Ok(tx) => rows.push(tx.clone()),
+            let outcome = tokio::select! {
+                r = self.write_with_retries(&accepted, &advances) => r,
+                _ = &mut deadline => return Err(unfinished(in_hand)),
+            };
+            match outcome {
+                Ok(Outcome::Committed(w)) => {
+                    for a in &advances {
+                        self.positions.entry(a.partition).or_default().next = Some(a.next);
+                    }
+                    self.report.messages += accepted.len() as u64;
+                    self.report.inserted += w.inserted;
+                    self.report.duplicates += w.duplicates;
+                    self.report.dead_letters += w.dead_letters;
+                    self.report.conflicts += w.conflicts;
+                    self.report.batches += 1;
+                    log_dead_letters(&accepted, &w);
+                    debug!(
+                        messages = accepted.len(),
+                        inserted = w.inserted,
+                        duplicates = w.duplicates,
+                        dead_letters = w.dead_letters,
+                        "batch committed"
+                    );
+                    self.commit_kafka(CommitMode::Async);
+                    return Ok(());
+                }
+                Ok(Outcome::Stale(parts)) => {
+                    // Another consumer owns these partitions now: drop our view and their messages.
+                    warn!(partitions = ?parts, "another sink advanced these partitions (a rebalance moved them): dropping this sink's copy of their messages");
+                    for p in &parts {
+                        self.positions.remove(p);
+                    }
+                    batch = accepted
+                        .into_iter()
+                        .filter(|m| !parts.contains(&m.partition))
+                        .collect();
+                }
                 Err(e) => {
-                    report.undecodable += 1;
-                    warn!(partition = r.partition, offset = r.offset, error = %e, "skipping a message that is not a valid transaction");
+                    self.on_store_error(e, accepted.len(), held).await?;
+                    batch = accepted;
                 }
             }
         }
-
-        let written = write_with_retries(&store, &rows, config).await?;
-        report.messages += batch.len() as u64;
-        report.inserted += written.inserted;
-        report.duplicates += written.duplicates;
-        report.batches += 1;
-        debug!(
-            messages = batch.len(),
-            inserted = written.inserted,
-            duplicates = written.duplicates,
-            "batch committed"
-        );
-
-        // The rows are committed: now, and only now, the offsets.
-        commit(&consumer, &config.topic, &batch, CommitMode::Async);
-        batch.clear();
     }
 
-    // Stopping: everything received has been written and its offsets committed
-    // asynchronously; make the last commit synchronous so nothing is redelivered.
-    if let Err(e) = consumer.commit_consumer_state(CommitMode::Sync) {
-        // NoOffset: nothing consumed since the last commit.
-        if e.rdkafka_error_code() != Some(RDKafkaErrorCode::NoOffset) {
-            warn!(error = %e, "final offset commit failed; the last batch may be redelivered (and skipped as duplicates)");
+    /// After the retries: a transient error pauses until the database is back; anything
+    /// else stops the sink.
+    async fn on_store_error(
+        &mut self,
+        e: StoreError,
+        in_hand: usize,
+        held: &mut Vec<Message>,
+    ) -> Result<(), ConsumeError> {
+        if e.is_transient() {
+            self.report.outages += 1;
+            return self.pause_until_healthy(&e, in_hand, held).await;
+        }
+        error!(error = %e, class = %e.class(), "database error that retrying cannot fix");
+        Err(ConsumeError::Store {
+            class: e.class(),
+            source: e,
+        })
+    }
+
+    /// Drops what this sink knew of partitions revoked since the last look, and their
+    /// messages in hand (their new owner reads them from the stored offsets).
+    fn forget_revoked(&mut self, batch: &mut Vec<Message>) {
+        let revoked = self.consumer.context().take_revoked();
+        if revoked.is_empty() {
+            return;
+        }
+        for p in &revoked {
+            self.positions.remove(p);
+        }
+        batch.retain(|m| !revoked.contains(&m.partition));
+    }
+
+    /// Loads the stored positions of the batch's partitions not seen since assignment.
+    async fn load_positions(&mut self, batch: &[Message]) -> Result<(), StoreError> {
+        let mut unknown: Vec<i32> = batch
+            .iter()
+            .map(|m| m.partition)
+            .filter(|p| !self.positions.contains_key(p))
+            .collect();
+        unknown.sort_unstable();
+        unknown.dedup();
+        if unknown.is_empty() {
+            return Ok(());
+        }
+        let policy = &self.config.retry;
+        let stored = retry(
+            policy,
+            StoreError::is_transient,
+            |attempt, e, wait| {
+                warn!(attempt, of = policy.retries, wait_ms = wait.as_millis() as u64, error = %e, "loading stored offsets failed; retrying");
+            },
+            || self.store.load_offsets(&self.config.group_id, &self.config.topic, &unknown),
+        )
+        .await?;
+        for p in unknown {
+            let next = stored.get(&p).copied();
+            debug!(partition = p, stored = ?next, "loaded the stored position");
+            self.positions.insert(p, Position { next, sought: None });
+        }
+        Ok(())
+    }
+
+    /// Keeps the messages at or after each partition's stored position, seeking when the
+    /// consumer is elsewhere, and computes the offset advances. Skipped messages leave the
+    /// batch; the accepted ones are returned.
+    fn plan(&mut self, batch: Vec<Message>) -> (Vec<Message>, Vec<OffsetAdvance>) {
+        let mut cursor: HashMap<i32, Option<i64>> = HashMap::new();
+        let mut dropping: Vec<i32> = Vec::new();
+        let mut accepted = Vec::with_capacity(batch.len());
+        let mut last: BTreeMap<i32, i64> = BTreeMap::new();
+        for m in batch {
+            if dropping.contains(&m.partition) {
+                continue;
+            }
+            let pos = self.positions.entry(m.partition).or_default();
+            let first_of_partition = !cursor.contains_key(&m.partition);
+            let expected = *cursor.entry(m.partition).or_insert(pos.next);
+            match expected {
+                Some(n) if m.offset < n => {
+                    // already stored: skip, and jump ahead once
+                    self.report.skipped += 1;
+                    if pos.sought != Some(n) {
+                        pos.sought = Some(n);
+                        seek(self.consumer, &self.config.topic, m.partition, n);
+                    }
+                    continue;
+                }
+                Some(n) if m.offset > n && first_of_partition && pos.sought != Some(n) => {
+                    // the consumer is ahead of what is stored: go back, drop what came
+                    pos.sought = Some(n);
+                    seek(self.consumer, &self.config.topic, m.partition, n);
+                    dropping.push(m.partition);
+                    continue;
+                }
+                _ => {}
+            }
+            cursor.insert(m.partition, Some(m.offset + 1));
+            last.insert(m.partition, m.offset);
+            accepted.push(m);
+        }
+        let advances = last
+            .into_iter()
+            .map(|(partition, offset)| OffsetAdvance {
+                partition,
+                expected: self.positions.get(&partition).and_then(|p| p.next),
+                next: offset + 1,
+            })
+            .collect();
+        (accepted, advances)
+    }
+
+    async fn write_with_retries(
+        &self,
+        messages: &[Message],
+        advances: &[OffsetAdvance],
+    ) -> Result<Outcome, StoreError> {
+        let policy = &self.config.retry;
+        retry(
+            policy,
+            StoreError::is_transient,
+            |attempt, e, wait| {
+                warn!(attempt, of = policy.retries, wait_ms = wait.as_millis() as u64, error = %e, "database write failed; retrying");
+            },
+            || {
+                self.store
+                    .write_batch(&self.config.group_id, &self.config.topic, messages, advances)
+            },
+        )
+        .await
+    }
+
+    /// The outage state machine: pause every assigned partition, keep polling (so the group
+    /// membership holds), probe the database with capped backoff, resume when it answers.
+    /// Messages that still arrive (from partitions assigned meanwhile) are held.
+    async fn pause_until_healthy(
+        &mut self,
+        cause: &StoreError,
+        in_hand: usize,
+        held: &mut Vec<Message>,
+    ) -> Result<(), ConsumeError> {
+        let assignment = self.consumer.assignment().unwrap_or_default();
+        if let Err(e) = self.consumer.pause(&assignment) {
+            warn!(error = %e, "cannot pause partitions");
+        }
+        warn!(
+            retries = self.config.retry.retries,
+            error = %cause,
+            partitions = assignment.count(),
+            "PostgreSQL is unavailable: paused consumption; probing until it is back"
+        );
+        let started = Instant::now();
+        let mut last_log = Instant::now();
+        let mut delay = self.config.probe_min;
+        loop {
+            tokio::select! {
+                biased;
+                _ = self.shutdown.cancelled() => {
+                    return Err(ConsumeError::Unfinished { messages: in_hand + held.len(), why: "PostgreSQL was unavailable" });
+                }
+                m = self.consumer.recv() => match m {
+                    Ok(m) => {
+                        let mut tpl = TopicPartitionList::new();
+                        tpl.add_partition(m.topic(), m.partition());
+                        let _ = self.consumer.pause(&tpl);
+                        held.push(receive(&m));
+                    }
+                    Err(e) => self.on_consume_error(e)?,
+                },
+                _ = tokio::time::sleep(delay) => {
+                    match self.store.ping().await {
+                        Ok(()) => break,
+                        Err(e) => {
+                            delay = (delay * 2).min(self.config.probe_max);
+                            if last_log.elapsed() >= Duration::from_secs(30) {
+                                info!(waited_secs = started.elapsed().as_secs(), error = %e, "still waiting for PostgreSQL");
+                                last_log = Instant::now();
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        let assignment = self.consumer.assignment().unwrap_or_default();
+        if let Err(e) = self.consumer.resume(&assignment) {
+            warn!(error = %e, "cannot resume partitions");
+        }
+        info!(
+            down_secs = started.elapsed().as_secs(),
+            "PostgreSQL is back: resumed consumption"
+        );
+        Ok(())
+    }
+
+    /// Commits the stored positions of the partitions this sink holds to Kafka (advisory).
+    fn commit_kafka(&self, mode: CommitMode) {
+        let mut tpl = TopicPartitionList::new();
+        for (p, pos) in &self.positions {
+            if let Some(next) = pos.next {
+                // commit takes the next offset to read, as stored
+                let _ = tpl.add_partition_offset(&self.config.topic, *p, Offset::Offset(next));
+            }
+        }
+        if tpl.count() == 0 {
+            return;
+        }
+        if let Err(e) = self.consumer.commit(&tpl, mode) {
+            debug!(error = %e, "Kafka offset commit failed (advisory: the database holds the position)");
         }
     }
-    Ok(report)
+
+    /// Logs a consumer error; returns an error only for fatal ones.
+    fn on_consume_error(&mut self, e: KafkaError) -> Result<(), ConsumeError> {
+        match e.rdkafka_error_code() {
+            Some(RDKafkaErrorCode::UnknownTopicOrPartition | RDKafkaErrorCode::UnknownTopic) => {
+                if !self.missing_topic_logged {
+                    warn!(topic = %self.config.topic, "topic does not exist yet: waiting for it (start the producer, or create the topic)");
+                    self.missing_topic_logged = true;
+                }
+                Ok(())
+            }
+            Some(
+                RDKafkaErrorCode::Fatal
+                | RDKafkaErrorCode::TopicAuthorizationFailed
+                | RDKafkaErrorCode::GroupAuthorizationFailed,
+            ) => {
+                error!(error = %e, "fatal Kafka consumer error");
+                Err(ConsumeError::Fatal(e))
+            }
+            _ => {
+                warn!(error = %e, "Kafka consumer error; librdkafka retries");
+                Ok(())
+            }
+        }
+    }
 }
 
-fn receive(m: &rdkafka::message::BorrowedMessage<'_>) -> Received {
-    Received {
+/// Completes `drain_timeout` after `shutdown` is cancelled; never before.
+async fn drain_deadline(shutdown: &CancellationToken, drain_timeout: Duration) {
+    shutdown.cancelled().await;
+    tokio::time::sleep(drain_timeout).await;
+}
+
+fn seek(consumer: &SinkConsumer, topic: &str, partition: i32, offset: i64) {
+    match consumer.seek(
+        topic,
+        partition,
+        Offset::Offset(offset),
+        Duration::from_secs(5),
+    ) {
+        Ok(()) => info!(
+            partition,
+            offset, "positioned at the offset stored in PostgreSQL"
+        ),
+        Err(e) => {
+            warn!(partition, offset, error = %e, "cannot seek; messages are filtered by offset instead")
+        }
+    }
+}
+
+fn receive(m: &rdkafka::message::BorrowedMessage<'_>) -> Message {
+    let payload = m.payload().unwrap_or_default();
+    Message {
         partition: m.partition(),
         offset: m.offset(),
-        decoded: Transaction::from_json(m.payload().unwrap_or_default()),
+        key: m.key().map(<[u8]>::to_vec),
+        decoded: Transaction::from_json(payload),
+        payload: payload.to_vec(),
+        timestamp_ms: m.timestamp().to_millis(),
     }
 }
 
-async fn write_with_retries(
-    store: &Store,
-    rows: &[Transaction],
-    config: &SinkConfig,
-) -> Result<crate::store::Written, ConsumeError> {
-    let policy = &config.retry;
-    retry(
-        policy,
-        StoreError::is_transient,
-        |attempt, e, wait| {
-            warn!(attempt, of = policy.retries, wait_ms = wait.as_millis() as u64, error = %e, "database write failed; retrying");
-        },
-        || store.write(rows),
-    )
-    .await
-    .map_err(|source| ConsumeError::Store {
-        retries: if source.is_transient() { policy.retries } else { 0 },
-        class: source.class(),
-        source,
-    })
-}
-
-/// Commits, per partition, the offset after the last message of the batch.
-fn commit(
-    consumer: &StreamConsumer<SinkContext>,
-    topic: &str,
-    batch: &[Received],
-    mode: CommitMode,
-) {
-    let mut next: BTreeMap<i32, i64> = BTreeMap::new();
-    for r in batch {
-        let e = next.entry(r.partition).or_insert(r.offset + 1);
-        *e = (*e).max(r.offset + 1);
+fn log_dead_letters(messages: &[Message], w: &crate::store::Written) {
+    if w.dead_letters == 0 {
+        return;
     }
-    let mut tpl = TopicPartitionList::with_capacity(next.len());
-    for (partition, offset) in next {
-        // Invariant: a partition appears once and the offset is a plain number.
-        if let Err(e) = tpl.add_partition_offset(topic, partition, Offset::Offset(offset)) {
-            warn!(partition, offset, error = %e, "cannot record offset");
+    for m in messages {
+        if let Err(e) = &m.decoded {
+            warn!(partition = m.partition, offset = m.offset, error = %e, "parked a message that is not a valid transaction");
         }
     }
-    if let Err(e) = consumer.commit(&tpl, mode) {
-        warn!(error = %e, "offset commit failed; the batch will be redelivered and skipped as duplicates");
-    }
-}
-
-/// Logs a consumer error; returns an error only for fatal ones.
-fn on_consume_error(
-    e: KafkaError,
-    topic: &str,
-    missing_topic_logged: &mut bool,
-) -> Result<(), ConsumeError> {
-    match e.rdkafka_error_code() {
-        Some(RDKafkaErrorCode::UnknownTopicOrPartition | RDKafkaErrorCode::UnknownTopic) => {
-            if !*missing_topic_logged {
-                warn!(
-                    topic,
-                    "topic does not exist yet: waiting for it (start the producer, or create the topic)"
-                );
-                *missing_topic_logged = true;
-            }
-            Ok(())
-        }
-        Some(
-            RDKafkaErrorCode::Fatal
-            | RDKafkaErrorCode::TopicAuthorizationFailed
-            | RDKafkaErrorCode::GroupAuthorizationFailed,
-        ) => {
-            error!(error = %e, "fatal Kafka consumer error");
-            Err(ConsumeError::Fatal(e))
-        }
-        _ => {
-            warn!(error = %e, "Kafka consumer error; librdkafka retries");
-            Ok(())
-        }
+    if w.dead_letters > messages.iter().filter(|m| m.decoded.is_err()).count() as u64 {
+        warn!(
+            dead_letters = w.dead_letters,
+            conflicts = w.conflicts,
+            "parked rows PostgreSQL rejected or conflicting duplicates: see the dead-letter table"
+        );
     }
 }

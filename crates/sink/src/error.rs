@@ -73,6 +73,39 @@ impl StoreError {
         self.class() == ErrorClass::Transient
     }
 
+    /// The column or constraint the server named, if any.
+    pub fn column(&self) -> Option<&str> {
+        self.db_error()
+            .and_then(|db| db.column().or(db.constraint()))
+    }
+
+    /// The server's message with its SQLSTATE, constraint, column and detail, on one line.
+    pub fn detail_line(&self) -> String {
+        let Some(db) = self.db_error() else {
+            return self.to_string();
+        };
+        let mut line = format!("{} (SQLSTATE {})", db.message(), db.code().code());
+        if let Some(c) = db.constraint() {
+            line.push_str(&format!(", constraint {c}"));
+        }
+        if let Some(c) = db.column() {
+            line.push_str(&format!(", column {c}"));
+        }
+        if let Some(d) = db.detail() {
+            line.push_str(&format!(": {}", d.replace('\n', " ")));
+        }
+        line
+    }
+
+    fn db_error(&self) -> Option<&tokio_postgres::error::DbError> {
+        match self {
+            StoreError::Db(e) | StoreError::Pool(deadpool_postgres::PoolError::Backend(e)) => {
+                e.as_db_error()
+            }
+            _ => None,
+        }
+    }
+
     /// The SQLSTATE code, when the server sent one.
     pub fn sqlstate(&self) -> Option<&str> {
         match self {

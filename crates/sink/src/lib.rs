@@ -26,6 +26,7 @@ use tracing::info;
 pub use config::{PgConfig, SinkConfig};
 pub use consumer::{ConsumeError, SinkReport};
 pub use error::{ErrorClass, StoreError};
+pub use store::Replayed;
 
 /// Why the sink stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -58,4 +59,17 @@ pub async fn run(config: SinkConfig, shutdown: CancellationToken) -> Result<Sink
     let consumer = consumer::connect(&config).await?;
     let report = consumer::run(consumer, store, &config, shutdown).await?;
     Ok(report)
+}
+
+/// Replays dead letters (see [`store::Store::replay_dead_letters`]).
+///
+/// # Errors
+/// [`Error::Store`] when PostgreSQL cannot be used.
+pub async fn replay_dead_letters(
+    config: &SinkConfig,
+    ids: &[i64],
+    error_class: Option<&str>,
+) -> Result<Replayed, Error> {
+    let store = store::Store::connect(&config.postgres, &config.table).await?;
+    Ok(store.replay_dead_letters(ids, error_class).await?)
 }

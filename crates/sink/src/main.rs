@@ -1,26 +1,55 @@
 //! `cargo run -p sink`: parse flags, wire Ctrl-C and SIGTERM, run until stopped.
-//! Exits 0 after a clean stop (batch in hand written, offsets committed), 1 on error.
+//! Exits 0 after a clean stop (batch in hand written, offsets committed), 1 on error, 130
+//! on a second signal (at once; nothing is lost: unwritten messages are redelivered).
 
 use std::process::ExitCode;
 
 use clap::Parser;
+use sink::cli::Command;
 
 #[tokio::main]
 async fn main() -> ExitCode {
     txn_runtime::load_dotenv();
-    let args = sink::cli::Args::parse();
+    let mut args = sink::cli::Args::parse();
     txn_runtime::init_logging();
-    let shutdown =
-        txn_runtime::shutdown_on_signal("writing the batch in hand and committing its offsets");
+    let command = args.command.take();
+    let config = args.into_config();
 
-    match sink::run(args.into_config(), shutdown).await {
+    if let Some(Command::ReplayDeadLetters { ids, error_class }) = command {
+        return match sink::replay_dead_letters(&config, &ids, error_class.as_deref()).await {
+            Ok(r) => {
+                tracing::info!(
+                    replayed = r.replayed,
+                    inserted = r.inserted,
+                    still_failing = r.still_failing,
+                    "dead letters replayed"
+                );
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                tracing::error!("{e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+
+    let signals =
+        txn_runtime::shutdown_on_signal("writing the batch in hand and committing its offsets");
+    let result = tokio::select! {
+        r = sink::run(config, signals.stop.clone()) => r,
+        _ = signals.force.cancelled() => return ExitCode::from(130),
+    };
+    match result {
         Ok(r) => {
             tracing::info!(
                 messages = r.messages,
                 inserted = r.inserted,
                 duplicates = r.duplicates,
-                undecodable = r.undecodable,
+                skipped = r.skipped,
+                dead_letters = r.dead_letters,
+                conflicts = r.conflicts,
                 batches = r.batches,
+                outages = r.outages,
                 "sink stopped"
             );
             ExitCode::SUCCESS

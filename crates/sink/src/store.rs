@@ -1,50 +1,124 @@
 //! PostgreSQL: the connection pool, the schema, and the batch write. The only module that
 //! touches SQL.
 //!
-//! A batch is written by one `INSERT … SELECT FROM UNNEST(arrays) ON CONFLICT (tx_id) DO
-//! NOTHING` in its own transaction: one round trip per batch, and a redelivered message
-//! (after a restart or a rebalance) is a no-op rather than a duplicate.
+//! A batch is one database transaction holding, together:
+//! 1. the offset advance of each partition in the batch, conditional on the offset the sink
+//!    expects (a stale owner that lost the partition in a rebalance finds another value
+//!    and rolls back instead of writing);
+//! 2. the rows, `INSERT … SELECT FROM UNNEST(arrays) ON CONFLICT (tx_id) DO NOTHING
+//!    RETURNING tx_id`; when PostgreSQL rejects a row for good (SQLSTATE class 22 or 23)
+//!    the batch is split in halves under savepoints until the bad rows are isolated, so
+//!    one bad row never holds back the good ones;
+//! 3. the dead letters: undecodable messages, rejected rows, and conflicting duplicates
+//!    (a `tx_id` already stored with different content).
+//!
+//! So rows, dead letters and offsets commit or roll back as one: "written or parked" and
+//! "offset advanced" can never part.
 
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
-use chrono::NaiveDateTime;
+use chrono::{DateTime, NaiveDateTime, Utc};
+use deadpool_postgres::Transaction as PgTransaction;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime, Timeouts};
 use rust_decimal::Decimal;
 use tokio_postgres::NoTls;
-use txn_model::Transaction;
+use txn_model::{DecodeError, Transaction};
 
 use crate::config::PgConfig;
-use crate::error::{StoreError, io_error};
+use crate::error::{ErrorClass, StoreError, io_error};
 
-/// The schema, as shipped in `sql/` (and mounted into the compose PostgreSQL).
-const SCHEMA_SQL: &str = include_str!("../../../sql/001_transactions_sink.sql");
-/// The table name used in `SCHEMA_SQL`, replaced by the configured one.
+/// The schema, as shipped in `sql/` (the table, then the sink's own state).
+const SCHEMA_SQL: [&str; 2] = [
+    include_str!("../../../sql/001_transactions_sink.sql"),
+    include_str!("../../../sql/002_sink_state.sql"),
+];
+/// The table name used in `SCHEMA_SQL`, replaced by the configured one (it also prefixes
+/// the state tables: `<table>_offsets`, `<table>_dead_letters`).
 const DEFAULT_TABLE: &str = "transactions_sink";
 
-/// Outcome of writing one batch.
+/// One consumed message, copied out of librdkafka's buffer, with its decoding.
+#[derive(Debug, Clone)]
+pub struct Message {
+    /// Partition it came from.
+    pub partition: i32,
+    /// Its offset.
+    pub offset: i64,
+    /// Its key, if any.
+    pub key: Option<Vec<u8>>,
+    /// Its payload bytes (empty when it had none).
+    pub payload: Vec<u8>,
+    /// The broker's timestamp, in milliseconds since the epoch.
+    pub timestamp_ms: Option<i64>,
+    /// The decoded transaction, or why it is not one.
+    pub decoded: Result<Transaction, DecodeError>,
+}
+
+/// Moving one partition's stored offset from `expected` to `next`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OffsetAdvance {
+    /// The partition.
+    pub partition: i32,
+    /// The stored next offset the sink believes is current (`None`: no row yet).
+    pub expected: Option<i64>,
+    /// The next offset after this batch.
+    pub next: i64,
+}
+
+/// What a batch write did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Everything committed.
+    Committed(Written),
+    /// Another consumer advanced these partitions: nothing was written (rolled back).
+    Stale(Vec<i32>),
+}
+
+/// Counts of a committed batch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Written {
     /// Rows newly inserted.
     pub inserted: u64,
-    /// Rows skipped because their `tx_id` was already stored (redeliveries).
+    /// Messages whose `tx_id` was already stored with the same content.
     pub duplicates: u64,
+    /// Messages whose `tx_id` was already stored with different content (dead-lettered).
+    pub conflicts: u64,
+    /// Dead letters written (undecodable, rejected, conflicting).
+    pub dead_letters: u64,
 }
 
-/// The sink's table in PostgreSQL.
+/// Table names, validated.
+#[derive(Debug, Clone)]
+struct Names {
+    table: String,
+    offsets: String,
+    dead_letters: String,
+}
+
+/// The sink's tables in PostgreSQL.
 #[derive(Clone)]
 pub struct Store {
     pool: Pool,
+    names: Names,
     insert_sql: String,
 }
 
+/// A message that becomes a dead letter, and why.
+struct Parked {
+    index: usize,
+    class: &'static str,
+    field: Option<String>,
+    reason: String,
+}
+
 impl Store {
-    /// Connects, checks credentials and database, and creates or upgrades the table.
+    /// Connects, checks credentials and database, and creates or upgrades the tables.
     ///
     /// # Errors
     /// [`StoreError::Startup`] with the cause and the fix when PostgreSQL is unreachable,
-    /// rejects the credentials, lacks the database, or the table cannot be created.
+    /// rejects the credentials, lacks the database, or the tables cannot be created.
     pub async fn connect(pg: &PgConfig, table: &str) -> Result<Store, StoreError> {
-        let quoted = quote_table(table)?;
+        let names = names(table)?;
         let mut cfg = tokio_postgres::Config::new();
         cfg.host(&pg.host)
             .port(pg.port)
@@ -73,69 +147,534 @@ impl Store {
             .map_err(|e| StoreError::Startup(format!("cannot build the PostgreSQL pool: {e}")))?;
 
         let client = pool.get().await.map_err(|e| startup_error(pg, e.into()))?;
-        let schema = SCHEMA_SQL.replace(DEFAULT_TABLE, &quoted);
-        // One sink at a time creates the table: concurrent CREATE TABLE IF NOT EXISTS
+        let schema: String = SCHEMA_SQL
+            .iter()
+            .map(|s| s.replace(DEFAULT_TABLE, &names.table))
+            .collect();
+        // One sink at a time creates the tables: concurrent CREATE TABLE IF NOT EXISTS
         // can collide on the catalog otherwise.
         let ddl = format!(
             "BEGIN; SELECT pg_advisory_xact_lock(hashtext('txn-sink-schema')); {schema} COMMIT;"
         );
         client.batch_execute(&ddl).await.map_err(|e| {
             StoreError::Startup(format!(
-                "cannot create or upgrade table {table} in database {}: {}: grant user {} CREATE on the schema, or create the table with sql/001_transactions_sink.sql",
+                "cannot create or upgrade table {table} in database {}: {}: grant user {} CREATE on the schema, or create the tables with sql/*.sql",
                 pg.database,
                 StoreError::Db(e),
                 pg.user
             ))
         })?;
         let insert_sql = format!(
-            "INSERT INTO {quoted} (tx_id, user_id, amount, currency, merchant, category, \"timestamp\", \
+            "INSERT INTO {} (tx_id, user_id, amount, currency, merchant, category, \"timestamp\", \
              source_system, transaction_type, processing_time_ms) \
              SELECT * FROM UNNEST($1::varchar[], $2::varchar[], $3::numeric[], $4::varchar[], $5::varchar[], \
              $6::varchar[], $7::timestamp[], $8::varchar[], $9::varchar[], $10::int4[]) \
-             ON CONFLICT (tx_id) DO NOTHING"
+             ON CONFLICT (tx_id) DO NOTHING RETURNING tx_id",
+            names.table
         );
         client.prepare_cached(&insert_sql).await?;
-        Ok(Store { pool, insert_sql })
+        Ok(Store {
+            pool,
+            names,
+            insert_sql,
+        })
     }
 
-    /// Writes `rows` in one transaction; rows whose `tx_id` is already stored are skipped.
+    /// A cheap round trip, to tell whether the database is back after an outage.
     ///
     /// # Errors
-    /// [`StoreError`], to be classified by the caller (nothing is written on error).
+    /// The [`StoreError`] of the attempt.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        let client = self.pool.get().await?;
+        client.simple_query("SELECT 1").await?;
+        Ok(())
+    }
+
+    /// The stored next offsets of `partitions` for `group` and `topic` (absent: none stored).
     ///
-    /// # Cancel safety
-    /// Not cancel-safe in the sense that a cancelled call may or may not have committed;
-    /// either way a retry is harmless, because the insert is idempotent.
-    pub async fn write(&self, rows: &[Transaction]) -> Result<Written, StoreError> {
-        if rows.is_empty() {
-            return Ok(Written::default());
-        }
-        let cols = Columns::from(rows);
-        let mut client = self.pool.get().await?;
-        let stmt = client.prepare_cached(&self.insert_sql).await?;
-        let tx = client.transaction().await?;
-        let inserted = tx
-            .execute(
-                &stmt,
-                &[
-                    &cols.tx_id,
-                    &cols.user_id,
-                    &cols.amount,
-                    &cols.currency,
-                    &cols.merchant,
-                    &cols.category,
-                    &cols.timestamp,
-                    &cols.source_system,
-                    &cols.transaction_type,
-                    &cols.processing_time_ms,
-                ],
+    /// # Errors
+    /// [`StoreError`] of the query.
+    pub async fn load_offsets(
+        &self,
+        group: &str,
+        topic: &str,
+        partitions: &[i32],
+    ) -> Result<HashMap<i32, i64>, StoreError> {
+        let client = self.pool.get().await?;
+        let rows = client
+            .query(
+                &format!(
+                    "SELECT partition, next_offset FROM {} WHERE group_id = $1 AND topic = $2 AND partition = ANY($3)",
+                    self.names.offsets
+                ),
+                &[&group, &topic, &partitions],
             )
             .await?;
+        Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+    }
+
+    /// Writes a batch: offsets, rows and dead letters in one transaction (see the module docs).
+    ///
+    /// # Errors
+    /// [`StoreError`] for a transient or configuration error (nothing is written then).
+    ///
+    /// # Cancel safety
+    /// A cancelled call may or may not have committed; either way the offsets and the rows
+    /// agree, and a retry is harmless.
+    pub async fn write_batch(
+        &self,
+        group: &str,
+        topic: &str,
+        messages: &[Message],
+        advances: &[OffsetAdvance],
+    ) -> Result<Outcome, StoreError> {
+        let mut client = self.pool.get().await?;
+        let tx = client.transaction().await?;
+
+        // 1. offsets, conditionally: a stale owner rolls back here
+        let mut stale = Vec::new();
+        for a in advances {
+            let n = match a.expected {
+                Some(expected) => {
+                    tx.execute(
+                        &format!(
+                            "UPDATE {} SET next_offset = $4, updated_at = now() \
+                             WHERE group_id = $1 AND topic = $2 AND partition = $3 AND next_offset = $5",
+                            self.names.offsets
+                        ),
+                        &[&group, &topic, &a.partition, &a.next, &expected],
+                    )
+                    .await?
+                }
+                None => {
+                    tx.execute(
+                        &format!(
+                            "INSERT INTO {} (group_id, topic, partition, next_offset) VALUES ($1, $2, $3, $4) \
+                             ON CONFLICT DO NOTHING",
+                            self.names.offsets
+                        ),
+                        &[&group, &topic, &a.partition, &a.next],
+                    )
+                    .await?
+                }
+            };
+            if n != 1 {
+                stale.push(a.partition);
+            }
+        }
+        if !stale.is_empty() {
+            tx.rollback().await?;
+            return Ok(Outcome::Stale(stale));
+        }
+
+        // 2. rows, isolating the ones PostgreSQL rejects
+        let mut parked: Vec<Parked> = Vec::new();
+        let mut rows: Vec<usize> = Vec::with_capacity(messages.len());
+        for (i, m) in messages.iter().enumerate() {
+            match &m.decoded {
+                Ok(_) => rows.push(i),
+                Err(e) => parked.push(Parked {
+                    index: i,
+                    class: e.class(),
+                    field: e.field().map(str::to_owned),
+                    reason: e.to_string(),
+                }),
+            }
+        }
+        let inserted = self
+            .insert_isolating(&tx, messages, &rows, &mut parked)
+            .await?;
+
+        // 3. duplicates: the same content is a redelivery; different content is a conflict
+        let rejected: HashSet<usize> = parked.iter().map(|p| p.index).collect();
+        let conflicts = self
+            .find_conflicts(&tx, messages, &rows, &rejected, &inserted)
+            .await?;
+        let inserted_count = inserted.len() as u64;
+        let conflict_count = conflicts.len() as u64;
+        parked.extend(conflicts);
+
+        // 4. dead letters
+        self.park(&tx, group, topic, messages, &parked).await?;
         tx.commit().await?;
-        Ok(Written {
-            inserted,
-            duplicates: rows.len() as u64 - inserted,
-        })
+
+        let db_rejected = parked.iter().filter(|p| p.class == "rejected").count();
+        let accepted = (rows.len() - db_rejected) as u64;
+        Ok(Outcome::Committed(Written {
+            inserted: inserted_count,
+            duplicates: accepted - inserted_count - conflict_count,
+            conflicts: conflict_count,
+            dead_letters: parked.len() as u64,
+        }))
+    }
+
+    /// Inserts the decoded messages at `rows`; a range PostgreSQL rejects with a data error
+    /// is rolled back to its savepoint and split in halves, down to the single bad rows,
+    /// which are parked. Returns the `tx_id`s inserted.
+    async fn insert_isolating(
+        &self,
+        tx: &PgTransaction<'_>,
+        messages: &[Message],
+        rows: &[usize],
+        parked: &mut Vec<Parked>,
+    ) -> Result<HashSet<String>, StoreError> {
+        let stmt = tx.prepare_cached(&self.insert_sql).await?;
+        let mut inserted = HashSet::with_capacity(rows.len());
+        let mut ranges = vec![(0, rows.len())];
+        while let Some((lo, hi)) = ranges.pop() {
+            if lo == hi {
+                continue;
+            }
+            let part: Vec<&Transaction> = rows[lo..hi]
+                .iter()
+                .filter_map(|&i| messages[i].decoded.as_ref().ok())
+                .collect();
+            let cols = Columns::from(part.as_slice());
+            tx.batch_execute("SAVEPOINT rows").await?;
+            let result = tx
+                .query(
+                    &stmt,
+                    &[
+                        &cols.tx_id,
+                        &cols.user_id,
+                        &cols.amount,
+                        &cols.currency,
+                        &cols.merchant,
+                        &cols.category,
+                        &cols.timestamp,
+                        &cols.source_system,
+                        &cols.transaction_type,
+                        &cols.processing_time_ms,
+                    ],
+                )
+                .await;
+            match result {
+                Ok(returned) => {
+                    tx.batch_execute("RELEASE SAVEPOINT rows").await?;
+                    inserted.extend(returned.iter().map(|r| r.get::<_, String>(0)));
+                }
+                Err(e) => {
+                    let e = StoreError::Db(e);
+                    if e.class() != ErrorClass::Data {
+                        return Err(e);
+                    }
+                    tx.batch_execute("ROLLBACK TO SAVEPOINT rows").await?;
+                    if hi - lo == 1 {
+                        parked.push(Parked {
+                            index: rows[lo],
+                            class: "rejected",
+                            field: e.column().map(str::to_owned),
+                            reason: format!("rejected by PostgreSQL: {}", e.detail_line()),
+                        });
+                    } else {
+                        let mid = lo + (hi - lo) / 2;
+                        ranges.push((mid, hi));
+                        ranges.push((lo, mid));
+                    }
+                }
+            }
+        }
+        Ok(inserted)
+    }
+
+    /// Compares the messages that were not inserted with the stored rows of the same
+    /// `tx_id`; those that differ are conflicting duplicates.
+    async fn find_conflicts(
+        &self,
+        tx: &PgTransaction<'_>,
+        messages: &[Message],
+        rows: &[usize],
+        rejected: &HashSet<usize>,
+        inserted: &HashSet<String>,
+    ) -> Result<Vec<Parked>, StoreError> {
+        // Candidates: accepted rows not inserted, and every row whose tx_id occurs twice in
+        // the batch (only one of them can be the inserted one).
+        let mut seen: HashMap<String, u32> = HashMap::new();
+        let accepted: Vec<(usize, &Transaction, String)> = rows
+            .iter()
+            .filter(|i| !rejected.contains(i))
+            .filter_map(|&i| {
+                messages[i]
+                    .decoded
+                    .as_ref()
+                    .ok()
+                    .map(|t| (i, t, t.tx_id.to_string()))
+            })
+            .collect();
+        for (_, _, id) in &accepted {
+            *seen.entry(id.clone()).or_default() += 1;
+        }
+        let candidates: Vec<&(usize, &Transaction, String)> = accepted
+            .iter()
+            .filter(|(_, _, id)| !inserted.contains(id) || seen[id] > 1)
+            .collect();
+        if candidates.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ids: Vec<&str> = candidates.iter().map(|(_, _, id)| id.as_str()).collect();
+        let stored = tx
+            .query(
+                &format!(
+                    "SELECT tx_id, user_id, amount, currency, merchant, category, \"timestamp\", \
+                     source_system, transaction_type, processing_time_ms FROM {} WHERE tx_id = ANY($1)",
+                    self.names.table
+                ),
+                &[&ids],
+            )
+            .await?;
+        let stored: HashMap<String, StoredRow> = stored
+            .iter()
+            .map(|r| (r.get::<_, String>(0), StoredRow::from(r)))
+            .collect();
+        let mut conflicts = Vec::new();
+        for (i, t, id) in candidates {
+            if let Some(row) = stored.get(id) {
+                let diff = row.differences(t);
+                if !diff.is_empty() {
+                    conflicts.push(Parked {
+                        index: *i,
+                        class: "conflicting_duplicate",
+                        field: diff.first().map(|f| (*f).to_owned()),
+                        reason: format!(
+                            "tx_id {id} is already stored with a different {}",
+                            diff.join(", ")
+                        ),
+                    });
+                }
+            }
+        }
+        Ok(conflicts)
+    }
+
+    /// Writes dead letters; a message parked again (after a redelivery) counts one more attempt.
+    async fn park(
+        &self,
+        tx: &PgTransaction<'_>,
+        group: &str,
+        topic: &str,
+        messages: &[Message],
+        parked: &[Parked],
+    ) -> Result<(), StoreError> {
+        if parked.is_empty() {
+            return Ok(());
+        }
+        let n = parked.len();
+        let mut partition = Vec::with_capacity(n);
+        let mut offset = Vec::with_capacity(n);
+        let mut ts: Vec<Option<DateTime<Utc>>> = Vec::with_capacity(n);
+        let mut key: Vec<Option<&[u8]>> = Vec::with_capacity(n);
+        let mut payload: Vec<&[u8]> = Vec::with_capacity(n);
+        let mut class = Vec::with_capacity(n);
+        let mut field: Vec<Option<&str>> = Vec::with_capacity(n);
+        let mut reason = Vec::with_capacity(n);
+        for p in parked {
+            let m = &messages[p.index];
+            partition.push(m.partition);
+            offset.push(m.offset);
+            ts.push(m.timestamp_ms.and_then(DateTime::from_timestamp_millis));
+            key.push(m.key.as_deref());
+            payload.push(&m.payload);
+            class.push(p.class);
+            field.push(p.field.as_deref());
+            reason.push(p.reason.as_str());
+        }
+        tx.execute(
+            &format!(
+                "INSERT INTO {dl} AS d (group_id, topic, partition, kafka_offset, kafka_timestamp, message_key, payload, \
+                 error_class, field, reason) \
+                 SELECT $1, $2, * FROM UNNEST($3::int4[], $4::int8[], $5::timestamptz[], $6::bytea[], $7::bytea[], \
+                 $8::varchar[], $9::varchar[], $10::text[]) \
+                 ON CONFLICT (topic, partition, kafka_offset) DO UPDATE SET attempts = d.attempts + 1, \
+                 last_failed_at = now(), error_class = EXCLUDED.error_class, field = EXCLUDED.field, \
+                 reason = EXCLUDED.reason, replayed_at = NULL",
+                dl = self.names.dead_letters
+            ),
+            &[&group, &topic, &partition, &offset, &ts, &key, &payload, &class, &field, &reason],
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// Replays dead letters after a fix: each selected dead letter not yet replayed is
+    /// decoded again and inserted; those that now land are marked replayed, the others
+    /// get one more attempt and their new reason. One transaction.
+    ///
+    /// # Errors
+    /// [`StoreError`] of the queries.
+    pub async fn replay_dead_letters(
+        &self,
+        ids: &[i64],
+        class: Option<&str>,
+    ) -> Result<Replayed, StoreError> {
+        let mut client = self.pool.get().await?;
+        let tx = client.transaction().await?;
+        let rows = tx
+            .query(
+                &format!(
+                    "SELECT id, partition, kafka_offset, message_key, payload FROM {} \
+                     WHERE replayed_at IS NULL AND (cardinality($1::int8[]) = 0 OR id = ANY($1)) \
+                     AND ($2::text IS NULL OR error_class = $2) ORDER BY id FOR UPDATE",
+                    self.names.dead_letters
+                ),
+                &[&ids, &class],
+            )
+            .await?;
+        let letters: Vec<(i64, Message)> = rows
+            .iter()
+            .map(|r| {
+                let payload: Option<Vec<u8>> = r.get(4);
+                let payload = payload.unwrap_or_default();
+                (
+                    r.get(0),
+                    Message {
+                        partition: r.get(1),
+                        offset: r.get(2),
+                        key: r.get(3),
+                        decoded: Transaction::from_json(&payload),
+                        payload,
+                        timestamp_ms: None,
+                    },
+                )
+            })
+            .collect();
+        let messages: Vec<Message> = letters.iter().map(|(_, m)| m.clone()).collect();
+        let mut parked: Vec<Parked> = Vec::new();
+        let mut rows_idx = Vec::new();
+        for (i, m) in messages.iter().enumerate() {
+            match &m.decoded {
+                Ok(_) => rows_idx.push(i),
+                Err(e) => parked.push(Parked {
+                    index: i,
+                    class: e.class(),
+                    field: e.field().map(str::to_owned),
+                    reason: e.to_string(),
+                }),
+            }
+        }
+        let inserted = self
+            .insert_isolating(&tx, &messages, &rows_idx, &mut parked)
+            .await?;
+        let rejected: HashSet<usize> = parked.iter().map(|p| p.index).collect();
+        parked.extend(
+            self.find_conflicts(&tx, &messages, &rows_idx, &rejected, &inserted)
+                .await?,
+        );
+        let mut report = Replayed::default();
+        for (i, (id, _)) in letters.iter().enumerate() {
+            match parked.iter().find(|p| p.index == i) {
+                Some(p) => {
+                    report.still_failing += 1;
+                    tx.execute(
+                        &format!(
+                            "UPDATE {} SET attempts = attempts + 1, last_failed_at = now(), error_class = $2, field = $3, reason = $4 WHERE id = $1",
+                            self.names.dead_letters
+                        ),
+                        &[id, &p.class, &p.field, &p.reason],
+                    )
+                    .await?;
+                }
+                None => {
+                    report.replayed += 1;
+                    tx.execute(
+                        &format!(
+                            "UPDATE {} SET replayed_at = now() WHERE id = $1",
+                            self.names.dead_letters
+                        ),
+                        &[id],
+                    )
+                    .await?;
+                }
+            }
+        }
+        report.inserted = inserted.len() as u64;
+        tx.commit().await?;
+        Ok(report)
+    }
+}
+
+/// What a replay did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Replayed {
+    /// Dead letters that now landed (or were already stored identically): marked replayed.
+    pub replayed: u64,
+    /// Rows newly inserted by the replay.
+    pub inserted: u64,
+    /// Dead letters that still fail: kept, with one more attempt.
+    pub still_failing: u64,
+}
+
+/// A stored row, for comparison with a message of the same `tx_id`.
+struct StoredRow {
+    user_id: String,
+    amount: Decimal,
+    currency: String,
+    merchant: String,
+    category: String,
+    timestamp: NaiveDateTime,
+    source_system: Option<String>,
+    transaction_type: Option<String>,
+    processing_time_ms: Option<i32>,
+}
+
+impl From<&tokio_postgres::Row> for StoredRow {
+    fn from(r: &tokio_postgres::Row) -> Self {
+        StoredRow {
+            user_id: r.get(1),
+            amount: r.get(2),
+            currency: r.get(3),
+            merchant: r.get(4),
+            category: r.get(5),
+            timestamp: r.get(6),
+            source_system: r.get(7),
+            transaction_type: r.get(8),
+            processing_time_ms: r.get(9),
+        }
+    }
+}
+
+impl StoredRow {
+    /// The fields in which `t` differs (the extra columns only when stored).
+    fn differences(&self, t: &Transaction) -> Vec<&'static str> {
+        let mut d = Vec::new();
+        if self.user_id != t.user_id.to_string() {
+            d.push("user_id");
+        }
+        if self.amount != t.amount {
+            d.push("amount");
+        }
+        if self.currency != t.currency.as_str() {
+            d.push("currency");
+        }
+        if self.merchant != t.merchant {
+            d.push("merchant");
+        }
+        if self.category != t.category {
+            d.push("category");
+        }
+        if self.timestamp != t.timestamp.naive_utc() {
+            d.push("timestamp");
+        }
+        if self
+            .source_system
+            .as_ref()
+            .is_some_and(|s| *s != t.source_system)
+        {
+            d.push("source_system");
+        }
+        if self
+            .transaction_type
+            .as_ref()
+            .is_some_and(|s| *s != t.transaction_type)
+        {
+            d.push("transaction_type");
+        }
+        if self
+            .processing_time_ms
+            .is_some_and(|p| i64::from(p) != i64::from(t.processing_time_ms))
+        {
+            d.push("processing_time_ms");
+        }
+        d
     }
 }
 
@@ -153,8 +692,8 @@ struct Columns<'a> {
     processing_time_ms: Vec<i32>,
 }
 
-impl<'a> From<&'a [Transaction]> for Columns<'a> {
-    fn from(rows: &'a [Transaction]) -> Self {
+impl<'a> From<&[&'a Transaction]> for Columns<'a> {
+    fn from(rows: &[&'a Transaction]) -> Self {
         let n = rows.len();
         let mut c = Columns {
             tx_id: Vec::with_capacity(n),
@@ -186,11 +725,12 @@ impl<'a> From<&'a [Transaction]> for Columns<'a> {
     }
 }
 
-/// Quotes a table name: a plain identifier, optionally schema-qualified.
-fn quote_table(table: &str) -> Result<String, StoreError> {
+/// Validates a table name (a plain lower-case identifier, optionally schema-qualified) and
+/// derives the names of the state tables. Validated names need no quoting.
+fn names(table: &str) -> Result<Names, StoreError> {
     let valid_part = |p: &str| {
         !p.is_empty()
-            && p.len() <= 63
+            && p.len() <= 48
             && p.starts_with(|c: char| c.is_ascii_lowercase() || c == '_')
             && p.chars()
                 .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
@@ -198,14 +738,14 @@ fn quote_table(table: &str) -> Result<String, StoreError> {
     let parts: Vec<&str> = table.split('.').collect();
     if parts.len() > 2 || !parts.iter().all(|p| valid_part(p)) {
         return Err(StoreError::Startup(format!(
-            "invalid table name {table:?}: use lower-case letters, digits and underscores, optionally schema.table"
+            "invalid table name {table:?}: use lower-case letters, digits and underscores (at most 48), optionally schema.table"
         )));
     }
-    Ok(parts
-        .iter()
-        .map(|p| format!("\"{p}\""))
-        .collect::<Vec<_>>()
-        .join("."))
+    Ok(Names {
+        table: table.to_owned(),
+        offsets: format!("{table}_offsets"),
+        dead_letters: format!("{table}_dead_letters"),
+    })
 }
 
 /// Turns a failed first connection into one line with the cause and the fix.
@@ -247,14 +787,22 @@ mod tests {
     use super::*;
 
     #[test]
-    fn table_names_are_validated_and_quoted() {
-        assert_eq!(
-            quote_table("transactions_sink").unwrap(),
-            "\"transactions_sink\""
-        );
-        assert_eq!(quote_table("s1.t_2").unwrap(), "\"s1\".\"t_2\"");
-        for bad in ["", "Bad", "a;drop table x", "a.b.c", "1abc", "a-b", "x\"y"] {
-            assert!(quote_table(bad).is_err(), "{bad}");
+    fn table_names_are_validated_and_state_tables_derived() {
+        let n = names("transactions_sink").unwrap();
+        assert_eq!(n.offsets, "transactions_sink_offsets");
+        assert_eq!(n.dead_letters, "transactions_sink_dead_letters");
+        assert_eq!(names("s1.t_2").unwrap().dead_letters, "s1.t_2_dead_letters");
+        for bad in [
+            "",
+            "Bad",
+            "a;drop table x",
+            "a.b.c",
+            "1abc",
+            "a-b",
+            "x\"y",
+            &"a".repeat(49),
+        ] {
+            assert!(names(bad).is_err(), "{bad}");
         }
     }
 
@@ -270,7 +818,13 @@ mod tests {
             "timestamp TIMESTAMP NOT NULL",
             "ingested_at TIMESTAMP DEFAULT CURRENT_TIMESTAMP",
         ] {
-            assert!(SCHEMA_SQL.contains(col), "{col}");
+            assert!(SCHEMA_SQL[0].contains(col), "{col}");
+        }
+        for table in [
+            "transactions_sink_offsets",
+            "transactions_sink_dead_letters",
+        ] {
+            assert!(SCHEMA_SQL[1].contains(&format!("CREATE TABLE IF NOT EXISTS {table}")));
         }
     }
 }

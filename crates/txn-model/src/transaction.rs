@@ -65,7 +65,7 @@ pub struct Transaction {
 }
 
 /// Why a payload is not a valid [`Transaction`].
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum DecodeError {
     /// The bytes are not UTF-8 text.
     #[error("payload is not UTF-8: {0}")]
@@ -89,6 +89,15 @@ impl DecodeError {
         match self {
             DecodeError::Field { field, .. } => Some(field),
             _ => None,
+        }
+    }
+
+    /// A stable name for the kind of error: `not_utf8`, `invalid_json` or `schema`.
+    pub fn class(&self) -> &'static str {
+        match self {
+            DecodeError::NotUtf8(_) => "not_utf8",
+            DecodeError::Syntax(_) => "invalid_json",
+            DecodeError::Field { .. } => "schema",
         }
     }
 
