@@ -94,12 +94,17 @@ pub fn users_dir() -> PathBuf {
 
 /// Creates a topic with `partitions` partitions (replication factor 1).
 pub async fn create_topic(stack: &Stack, topic: &str, partitions: i32) -> Result<()> {
+    create_topic_replicated(stack, topic, partitions, 1).await
+}
+
+/// Creates a topic with `partitions` partitions and `replicas` replicas of each.
+pub async fn create_topic_replicated(stack: &Stack, topic: &str, partitions: i32, replicas: i32) -> Result<()> {
     let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
         .set("bootstrap.servers", &stack.bootstrap)
         .create()?;
     let results = admin
         .create_topics(
-            &[NewTopic::new(topic, partitions, TopicReplication::Fixed(1))],
+            &[NewTopic::new(topic, partitions, TopicReplication::Fixed(replicas))],
             &AdminOptions::new().operation_timeout(Some(Duration::from_secs(30))),
         )
         .await?;
@@ -496,4 +501,158 @@ pub async fn end_offsets(stack: &Stack, topic: &str) -> Result<BTreeMap<i32, i64
         Ok(out)
     })
     .await?
+}
+
+/// A private stack for fault tests: its own PostgreSQL and Kafka (one or three nodes) on
+/// free ports, in a folder under `.stack/private/`, started by `scripts/stack.sh` and
+/// removed on drop. Tests may stop, kill and restart its servers without disturbing the
+/// shared stack or each other.
+pub struct PrivateStack {
+    dir: tempfile::TempDir,
+    brokers: usize,
+    kafka_port: u16,
+    /// Its settings.
+    pub stack: Stack,
+}
+
+impl PrivateStack {
+    /// Starts a private stack with `brokers` Kafka nodes (1 or 3).
+    pub async fn start(brokers: usize) -> Result<PrivateStack> {
+        let parent = root().join(".stack/private");
+        std::fs::create_dir_all(&parent)?;
+        let dir = tempfile::Builder::new().prefix("fault").tempdir_in(&parent)?;
+        // PostgreSQL runs as the postgres user when we are root: it must reach the folder.
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))?;
+        }
+        let kafka_port = free_port_block(brokers)?;
+        let pg_port = free_port_block(1)?;
+        let base = stack();
+        let bootstrap = (0..brokers)
+            .map(|i| format!("127.0.0.1:{}", kafka_port + i as u16))
+            .collect::<Vec<_>>()
+            .join(",");
+        let stack = Stack {
+            bootstrap,
+            pg: sink::PgConfig {
+                host: "127.0.0.1".into(),
+                port: pg_port,
+                ..base.pg
+            },
+        };
+        let me = PrivateStack {
+            dir,
+            brokers,
+            kafka_port,
+            stack,
+        };
+        me.script(&["up"]).await?;
+        Ok(me)
+    }
+
+    /// Runs `scripts/stack.sh` on this stack.
+    pub async fn script(&self, args: &[&str]) -> Result<()> {
+        let out = self.script_command(args).output().await?;
+        if !out.status.success() {
+            bail!(
+                "scripts/stack.sh {args:?} failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Ok(())
+    }
+
+    fn script_command(&self, args: &[&str]) -> tokio::process::Command {
+        let mut cmd = tokio::process::Command::new(root().join("scripts/stack.sh"));
+        cmd.arg("--brokers")
+            .arg(self.brokers.to_string())
+            .arg("--state")
+            .arg(self.dir.path())
+            .args(args)
+            .env("KAFKA_BOOTSTRAP_SERVERS", format!("127.0.0.1:{}", self.kafka_port))
+            .env("POSTGRES_PORT", self.stack.pg.port.to_string())
+            .env("POSTGRES_USER", &self.stack.pg.user)
+            .env("POSTGRES_PASSWORD", &self.stack.pg.password)
+            .env("POSTGRES_DB", &self.stack.pg.database)
+            .stdin(std::process::Stdio::null());
+        cmd
+    }
+
+    /// Restarts PostgreSQL: a fast shutdown (active sessions are terminated), then a start.
+    pub async fn restart_postgres(&self) -> Result<()> {
+        self.script(&["down", "postgres"]).await?;
+        self.script(&["up", "postgres"]).await
+    }
+
+    /// Stops Kafka gracefully (every node), then starts it again.
+    pub async fn restart_kafka(&self) -> Result<()> {
+        self.script(&["down", "kafka"]).await?;
+        self.script(&["up", "kafka"]).await
+    }
+
+    /// Kills Kafka node `node` (1-based) with SIGKILL.
+    pub fn kill_broker(&self, node: usize) -> Result<()> {
+        let pidfile = self.dir.path().join(format!("kafka/node{node}/kafka.pid"));
+        let pid = std::fs::read_to_string(&pidfile)?.trim().to_owned();
+        let status = std::process::Command::new("kill").args(["-KILL", &pid]).status()?;
+        if !status.success() {
+            bail!("kill -9 {pid} failed");
+        }
+        Ok(())
+    }
+
+    /// Starts whatever Kafka node is not running (after `kill_broker`).
+    pub async fn start_missing_brokers(&self) -> Result<()> {
+        self.script(&["up", "kafka"]).await
+    }
+}
+
+impl Drop for PrivateStack {
+    fn drop(&mut self) {
+        // Synchronous on purpose: the servers must be gone before the folder is.
+        let _ = std::process::Command::new(root().join("scripts/stack.sh"))
+            .arg("--brokers")
+            .arg(self.brokers.to_string())
+            .arg("--state")
+            .arg(self.dir.path())
+            .arg("clean")
+            .env("KAFKA_BOOTSTRAP_SERVERS", format!("127.0.0.1:{}", self.kafka_port))
+            .env("POSTGRES_PORT", self.stack.pg.port.to_string())
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status();
+    }
+}
+
+/// A base port such that `base..base+n` and the controllers' `base+100..base+100+n` are free.
+fn free_port_block(n: usize) -> Result<u16> {
+    let mut rng = rand::rng();
+    for _ in 0..200 {
+        let base: u16 = rng.random_range(20_000..40_000);
+        let ports = (0..n as u16).flat_map(|i| [base + i, base + 100 + i]);
+        if ports.clone().all(|p| std::net::TcpListener::bind(("127.0.0.1", p)).is_ok()) {
+            return Ok(base);
+        }
+    }
+    bail!("no free block of {n} ports found")
+}
+
+/// Serialises the heavy fault tests of one test binary: a private Kafka takes half a
+/// gigabyte and much of a core while it starts, and this machine has two cores. (A resource
+/// limit, not a correctness one: each test has its own servers, topic, group and table.)
+pub async fn heavy_test_slot() -> tokio::sync::MutexGuard<'static, ()> {
+    static SLOT: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    SLOT.lock().await
+}
+
+/// The `tx_id`s a seeded producer run of `count` messages generates, computed by running
+/// the same generator with the same seed and users.
+pub fn seeded_tx_ids(seed: u64, count: u64) -> Result<Vec<uuid::Uuid>> {
+    let users = txn_model::load_users(&users_dir())?;
+    let mut generator = txn_model::Generator::new(users.ids, Some(seed))?;
+    let now = chrono::Utc::now();
+    Ok((0..count).map(|_| generator.next_at(now).tx_id).collect())
 }

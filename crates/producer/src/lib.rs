@@ -137,8 +137,8 @@ async fn dry_run(
     shutdown: &CancellationToken,
 ) -> Result<Report, Error> {
     let mut pacer = pacing::Pacer::new(config.pace);
-    let stdout = std::io::stdout();
-    let mut out = std::io::BufWriter::new(stdout.lock());
+    // Not a locked handle: the future must stay Send across the pacing sleeps.
+    let mut out = std::io::BufWriter::new(std::io::stdout());
     let mut sent = 0u64;
     while config.count.is_none_or(|n| sent < n) && !shutdown.is_cancelled() {
         if let Some(due) = pacer.next_due() {

@@ -1,0 +1,472 @@
+//! Fault tests: things break for real (processes killed with SIGKILL, PostgreSQL and Kafka
+//! restarted, a broker of a three-node cluster killed, poison messages), and each test
+//! compares the exact set of tx_ids produced with the rows in the table: nothing missing,
+//! nothing extra, no duplicates, field values equal. Each prints its figures.
+//!
+//! Tests that restart servers run on a private stack of their own (`PrivateStack`); the
+//! others use the shared stack with their own topic, group and table. The heavy ones take
+//! turns (`heavy_test_slot`): a two-core machine cannot run them all at once.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use pipeline_tests::*;
+use rand::RngExt;
+use txn_model::Transaction;
+use uuid::Uuid;
+
+fn decode_all(payloads: &[Vec<u8>]) -> Vec<Transaction> {
+    payloads
+        .iter()
+        .map(|p| Transaction::from_json(p).expect("valid message"))
+        .collect()
+}
+
+/// Counts what the figures lines report: missing, extra and duplicate ids.
+fn figures(expected: &[Uuid], stored: &[Transaction]) -> (usize, usize, usize) {
+    let want: HashSet<_> = expected.iter().collect();
+    let ids: Vec<_> = stored.iter().map(|t| t.tx_id).collect();
+    let have: HashSet<_> = ids.iter().collect();
+    let missing = want.difference(&have).count();
+    let extra = have.difference(&want).count();
+    (missing, extra, ids.len() - have.len())
+}
+
+async fn dead_letter_count(db: &tokio_postgres::Client, table: &str) -> anyhow::Result<i64> {
+    Ok(db
+        .query_one(&format!("SELECT count(*) FROM {table}_dead_letters"), &[])
+        .await?
+        .get(0))
+}
+
+async fn wait_for_exit(child: tokio::process::Child) -> anyhow::Result<std::process::Output> {
+    Ok(tokio::time::timeout(Duration::from_secs(60), child.wait_with_output()).await??)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_the_sink_three_times_while_it_drains_100k() -> anyhow::Result<()> {
+    let _slot = heavy_test_slot().await;
+    let stack = stack();
+    let topic = unique("fault_kill9");
+    let table = unique("sink_kill9");
+    let group = unique("group");
+    const N: u64 = 100_000;
+    create_topic(&stack, &topic, 3).await?;
+    produce(&stack, &topic, N).await?;
+    let db = pg(&stack).await?;
+    let sink_args = ["--topic", &topic, "--table", &table, "--group-id", &group, "--batch-size", "500"];
+
+    // three runs killed with SIGKILL at random points of the drain
+    let mut rng = rand::rng();
+    let mut kill_points = Vec::new();
+    for round in 0..3u64 {
+        let at = round * 25_000 + rng.random_range(10_000..20_000);
+        let mut child = command("sink", &stack).args(sink_args).spawn()?;
+        wait_for_rows(&db, &table, at as i64, Duration::from_secs(120)).await?;
+        tokio::time::sleep(Duration::from_millis(rng.random_range(0..300))).await;
+        child.start_kill()?; // SIGKILL
+        child.wait().await?;
+        kill_points.push(count_rows(&db, &table).await?);
+    }
+    assert!(kill_points.iter().all(|&n| n < N as i64), "every kill landed mid-drain: {kill_points:?}");
+
+    // a last run drains the rest and stops cleanly
+    let child = command("sink", &stack).args(sink_args).spawn()?;
+    wait_for_rows(&db, &table, N as i64, Duration::from_secs(180)).await?;
+    terminate(&child);
+    let out = wait_for_exit(child).await?;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+
+    let produced = decode_all(&read_topic(&stack, &topic).await?);
+    let stored = table_rows(&db, &table).await?;
+    let expected: Vec<Uuid> = produced.iter().map(|t| t.tx_id).collect();
+    let (missing, extra, dups) = figures(&expected, &stored);
+    let dead = dead_letter_count(&db, &table).await?;
+    eprintln!(
+        "FIGURES kill-9: messages={N} kills=3 (at rows {kill_points:?}) missing={missing} extra={extra} duplicates={dups} dead_letters={dead}"
+    );
+    assert_same(&produced, &stored);
+    assert_eq!(dead, 0);
+    // Kafka's committed offsets follow the database's
+    assert_eq!(committed_offsets(&stack, &topic, &group).await?, end_offsets(&stack, &topic).await?);
+    drop_tables(&db, &table).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restarting_postgres_twice_during_ingest_loses_nothing_and_parks_nothing() -> anyhow::Result<()> {
+    let _slot = heavy_test_slot().await;
+    let private = PrivateStack::start(1).await?;
+    let stack = private.stack.clone();
+    let topic = unique("fault_pg");
+    let table = unique("sink_pg");
+    const N: u64 = 20_000;
+    const SEED: u64 = 2;
+    create_topic(&stack, &topic, 3).await?;
+    let db_rows = |s: Stack, t: String| async move {
+        // a fresh connection each time: the server restarts under us
+        let db = pg(&s).await?;
+        count_rows(&db, &t).await
+    };
+
+    let sink = start_sink(sink_config(&stack, &topic, &table));
+    let mut producer_config = producer_config(&stack, &topic, N);
+    producer_config.pace = producer::Pace::Rate(2_000.0);
+    producer_config.seed = Some(SEED);
+    let producing = tokio::spawn(producer::run(producer_config, tokio_util::sync::CancellationToken::new()));
+
+    let mut restarts = 0;
+    for threshold in [3_000, 10_000] {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+        while db_rows(stack.clone(), table.clone()).await.unwrap_or(0) < threshold {
+            assert!(tokio::time::Instant::now() < deadline, "ingest stalled below {threshold}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        private.restart_postgres().await?;
+        restarts += 1;
+        assert!(!sink.handle.is_finished(), "the sink stays up through the restart");
+    }
+    let report = producing.await??;
+    assert!(report.lost_nothing(), "{report:?}");
+
+    let db = pg(&stack).await?;
+    wait_for_rows(&db, &table, N as i64, Duration::from_secs(120)).await?;
+    let sink_report = sink.stop().await?;
+    let stored = table_rows(&db, &table).await?;
+    let expected = seeded_tx_ids(SEED, N)?;
+    let (missing, extra, dups) = figures(&expected, &stored);
+    let dead = dead_letter_count(&db, &table).await?;
+    eprintln!(
+        "FIGURES postgres-restart: messages={N} restarts={restarts} missing={missing} extra={extra} duplicates={dups} dead_letters={dead} sink_outages={} sink_duplicates={}",
+        sink_report.outages, sink_report.duplicates
+    );
+    assert_eq!((missing, extra, dups, dead), (0, 0, 0, 0));
+    assert_same(&decode_all(&read_topic(&stack, &topic).await?), &stored);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restarting_the_broker_while_the_producer_runs_flat_out_loses_and_duplicates_nothing() -> anyhow::Result<()> {
+    let _slot = heavy_test_slot().await;
+    let private = PrivateStack::start(1).await?;
+    let stack = private.stack.clone();
+    let topic = unique("fault_broker");
+    let table = unique("sink_broker");
+    const N: u64 = 60_000;
+    const SEED: u64 = 3;
+    create_topic(&stack, &topic, 3).await?;
+
+    let mut config = producer_config(&stack, &topic, N);
+    config.seed = Some(SEED);
+    // a slower pace than the machine allows keeps the producer busy across the restart
+    config.pace = producer::Pace::Rate(5_000.0);
+    let producing = tokio::spawn(producer::run(config, tokio_util::sync::CancellationToken::new()));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while end_offsets(&stack, &topic).await?.values().sum::<i64>() < 10_000 {
+        assert!(tokio::time::Instant::now() < deadline, "the producer published too little");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    private.restart_kafka().await?;
+    let report = tokio::time::timeout(Duration::from_secs(180), producing).await???;
+
+    let produced = decode_all(&read_topic(&stack, &topic).await?);
+    let in_topic: Vec<Uuid> = produced.iter().map(|t| t.tx_id).collect();
+    let expected = seeded_tx_ids(SEED, N)?;
+    let topic_set: HashSet<_> = in_topic.iter().collect();
+    let topic_dups = in_topic.len() - topic_set.len();
+
+    let db = pg(&stack).await?;
+    let sink = start_sink(sink_config(&stack, &topic, &table));
+    wait_for_rows(&db, &table, N as i64, Duration::from_secs(120)).await?;
+    sink.stop().await?;
+    let stored = table_rows(&db, &table).await?;
+    let (missing, extra, dups) = figures(&expected, &stored);
+    eprintln!(
+        "FIGURES broker-restart: messages={N} restarts=1 delivered={} failed={} topic_duplicates={topic_dups} missing={missing} extra={extra} duplicates={dups} dead_letters={}",
+        report.delivered,
+        report.failed,
+        dead_letter_count(&db, &table).await?
+    );
+    assert_eq!((report.delivered, report.failed), (N, 0));
+    assert_eq!(topic_dups, 0, "the idempotent producer wrote no duplicate");
+    assert_eq!(topic_set, expected.iter().collect::<HashSet<_>>());
+    assert_eq!((missing, extra, dups), (0, 0, 0));
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sinks_scale_out_and_in_under_load_without_loss_or_duplicates() -> anyhow::Result<()> {
+    let _slot = heavy_test_slot().await;
+    let stack = stack();
+    let topic = unique("fault_scale");
+    let table = unique("sink_scale");
+    let group = unique("group");
+    const N: u64 = 45_000;
+    create_topic(&stack, &topic, 6).await?;
+    let db = pg(&stack).await?;
+    let args = [
+        "--topic",
+        &topic,
+        "--table",
+        &table,
+        "--group-id",
+        &group,
+        "--batch-size",
+        "300",
+        // a killed member's partitions move after the session timeout: keep it short here
+        "-K",
+        "session.timeout.ms=6000",
+        "-K",
+        "heartbeat.interval.ms=1000",
+    ];
+    let a = command("sink", &stack).args(args).spawn()?;
+    let b = command("sink", &stack).args(args).spawn()?;
+
+    let mut config = producer_config(&stack, &topic, N);
+    config.pace = producer::Pace::Rate(3_000.0);
+    let producing = tokio::spawn(producer::run(config, tokio_util::sync::CancellationToken::new()));
+
+    wait_for_rows(&db, &table, 8_000, Duration::from_secs(120)).await?;
+    let c = command("sink", &stack).args(args).spawn()?; // a third joins
+    wait_for_rows(&db, &table, 22_000, Duration::from_secs(120)).await?;
+    let mut a = a;
+    a.start_kill()?; // one is killed mid-stream
+    a.wait().await?;
+
+    let report = producing.await??;
+    assert!(report.lost_nothing() && report.delivered == N, "{report:?}");
+    wait_for_rows(&db, &table, N as i64, Duration::from_secs(120)).await?;
+    terminate(&b);
+    terminate(&c);
+    let (ob, oc) = (wait_for_exit(b).await?, wait_for_exit(c).await?);
+    assert!(ob.status.success(), "{}", String::from_utf8_lossy(&ob.stderr));
+    assert!(oc.status.success(), "{}", String::from_utf8_lossy(&oc.stderr));
+
+    let produced = decode_all(&read_topic(&stack, &topic).await?);
+    let stored = table_rows(&db, &table).await?;
+    let expected: Vec<Uuid> = produced.iter().map(|t| t.tx_id).collect();
+    let (missing, extra, dups) = figures(&expected, &stored);
+    let dead = dead_letter_count(&db, &table).await?;
+    eprintln!(
+        "FIGURES scale-out: messages={N} partitions=6 sinks=2+1 joined, 1 killed missing={missing} extra={extra} duplicates={dups} dead_letters={dead}"
+    );
+    assert_same(&produced, &stored);
+    assert_eq!(dead, 0);
+    drop_tables(&db, &table).await
+}
+
+/// One kind of malformed payload: its name, bytes, and what its dead letter must say.
+struct Poison {
+    name: &'static str,
+    payload: Vec<u8>,
+    class: &'static str,
+    reason_contains: &'static str,
+}
+
+fn poison_corpus(valid: &Transaction) -> Vec<Poison> {
+    let base: serde_json::Value = serde_json::from_slice(&valid.to_json()).unwrap();
+    let with = |field: &str, value: serde_json::Value| {
+        let mut v = base.clone();
+        v["tx_id"] = Uuid::new_v4().to_string().into();
+        v[field] = value;
+        serde_json::to_vec(&v).unwrap()
+    };
+    let without = |field: &str| {
+        let mut v = base.clone();
+        v["tx_id"] = Uuid::new_v4().to_string().into();
+        v.as_object_mut().unwrap().remove(field);
+        serde_json::to_vec(&v).unwrap()
+    };
+    let raw_number = |field: &str, number: &str| {
+        let mut v = base.clone();
+        v["tx_id"] = Uuid::new_v4().to_string().into();
+        v[field] = "@@".into();
+        serde_json::to_string(&v).unwrap().replace("\"@@\"", number).into_bytes()
+    };
+    let full = valid.to_json();
+    let p = |name, payload, class, reason_contains| Poison {
+        name,
+        payload,
+        class,
+        reason_contains,
+    };
+    use serde_json::json;
+    vec![
+        p("empty", Vec::new(), "invalid_json", "EOF"),
+        p("not json", b"hello, world".to_vec(), "invalid_json", "expected"),
+        p("truncated", full[..full.len() / 2].to_vec(), "invalid_json", "EOF"),
+        p("not utf-8", b"\xff\xfe\xfd{}".to_vec(), "not_utf8", "UTF-8"),
+        p("latin-1 text", b"{\"merchant\":\"Caf\xe9\"}".to_vec(), "not_utf8", "UTF-8"),
+        p("json array", b"[1,2,3]".to_vec(), "schema", "field"),
+        p("json string", b"\"a transaction\"".to_vec(), "schema", "invalid type"),
+        p("json null", b"null".to_vec(), "schema", "invalid type"),
+        p("trailing garbage", [full.clone(), b"}}".to_vec()].concat(), "invalid_json", "trailing"),
+        p("missing tx_id", without("tx_id"), "schema", "`tx_id`"),
+        p("missing user_id", without("user_id"), "schema", "`user_id`"),
+        p("missing amount", without("amount"), "schema", "`amount`"),
+        p("missing currency", without("currency"), "schema", "`currency`"),
+        p("missing timestamp", without("timestamp"), "schema", "`timestamp`"),
+        p("tx_id not a uuid", with("tx_id", json!("tx-42")), "schema", "`tx_id`"),
+        p("user_id a number", with("user_id", json!(42)), "schema", "`user_id`"),
+        p("amount a string", with("amount", json!("12.50")), "schema", "`amount`"),
+        p("amount too large", raw_number("amount", "123456789.00"), "schema", "DECIMAL(10,2)"),
+        p("amount three decimals", raw_number("amount", "1.005"), "schema", "DECIMAL(10,2)"),
+        p("currency lower case", with("currency", json!("usd")), "schema", "`currency`"),
+        p("currency four letters", with("currency", json!("EURO")), "schema", "`currency`"),
+        p("merchant too long", with("merchant", json!("m".repeat(300))), "schema", "`merchant`"),
+        p("merchant empty", with("merchant", json!("")), "schema", "`merchant`"),
+        p("category too long", with("category", json!("c".repeat(101))), "schema", "`category`"),
+        p("timestamp unparseable", with("timestamp", json!("15/08/2025 10:30")), "schema", "`timestamp`"),
+        p("timestamp a number", with("timestamp", json!(1755253800)), "schema", "`timestamp`"),
+        p("processing_time negative", with("processing_time_ms", json!(-5)), "schema", "`processing_time_ms`"),
+        p("processing_time a float", raw_number("processing_time_ms", "1.5"), "schema", "`processing_time_ms`"),
+        p("NUL in merchant", with("merchant", json!("Ama\u{0}zon")), "schema", "NUL"),
+    ]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_poison_corpus_is_parked_with_reasons_and_the_valid_messages_land() -> anyhow::Result<()> {
+    let stack = stack();
+    let topic = unique("fault_poison");
+    let table = unique("sink_poison");
+    create_topic(&stack, &topic, 1).await?;
+    let db = pg(&stack).await?;
+
+    let users = txn_model::load_users(&users_dir())?.ids;
+    let mut generator = txn_model::Generator::new(users, Some(25))?;
+    let valid: Vec<Transaction> = (0..40).map(|_| generator.next_now()).collect();
+    let corpus = poison_corpus(&valid[0]);
+    let kinds: HashSet<&str> = corpus.iter().map(|p| p.name).collect();
+    assert!(kinds.len() >= 25, "{} kinds", kinds.len());
+
+    // Two more that only PostgreSQL or the table's content can reject: a row that breaks a
+    // CHECK constraint the operator added, and a conflicting duplicate of a stored tx_id.
+    let mut check_breaker = generator.next_now();
+    check_breaker.merchant = "BLOCKED MERCHANT".into();
+    let mut conflicting = valid[0].clone();
+    conflicting.amount += rust_decimal::Decimal::ONE;
+
+    // The sink creates the table; the operator adds a constraint; then the data arrives.
+    let sink = start_sink(sink_config(&stack, &topic, &table));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while db.query_one("SELECT to_regclass($1) IS NULL", &[&table]).await?.get::<_, bool>(0) {
+        assert!(tokio::time::Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    db.batch_execute(&format!(
+        "ALTER TABLE {table} ADD CONSTRAINT merchant_not_blocked CHECK (merchant <> 'BLOCKED MERCHANT')"
+    ))
+    .await?;
+
+    // valid, poison, valid, poison, … on one partition, then the two late ones among valid ones
+    let mut payloads = Vec::new();
+    let mut v = valid.iter();
+    for poison in &corpus {
+        payloads.push(v.next().unwrap().to_json());
+        payloads.push(poison.payload.clone());
+    }
+    payloads.extend(v.by_ref().take(3).map(Transaction::to_json));
+    payloads.push(check_breaker.to_json());
+    payloads.extend(v.by_ref().take(3).map(Transaction::to_json));
+    payloads.push(conflicting.to_json());
+    payloads.extend(v.map(Transaction::to_json));
+    produce_raw(&stack, &topic, 0, &payloads).await?;
+
+    wait_for_rows(&db, &table, valid.len() as i64, Duration::from_secs(60)).await?;
+    let parked_expected = corpus.len() + 2;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while dead_letter_count(&db, &table).await? < parked_expected as i64 {
+        assert!(tokio::time::Instant::now() < deadline, "not every poison message was parked");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(!sink.handle.is_finished(), "the sink never exits");
+    let report = sink.stop().await?;
+
+    // every valid message is a row, with equal fields
+    assert_same(&valid, &table_rows(&db, &table).await?);
+    // every poison message is parked, in order, with its bytes and a reason naming its problem
+    let parked = db
+        .query(
+            &format!("SELECT payload, error_class, reason FROM {table}_dead_letters ORDER BY kafka_offset"),
+            &[],
+        )
+        .await?;
+    assert_eq!(parked.len(), parked_expected);
+    for (row, poison) in parked.iter().zip(&corpus) {
+        let (payload, class, reason): (Vec<u8>, String, String) = (row.get(0), row.get(1), row.get(2));
+        assert_eq!(payload, poison.payload, "{}", poison.name);
+        assert_eq!(class, poison.class, "{}: {reason}", poison.name);
+        assert!(reason.contains(poison.reason_contains), "{}: {reason}", poison.name);
+    }
+    let rejected = &parked[corpus.len()];
+    assert_eq!(rejected.get::<_, String>(1), "rejected");
+    assert!(rejected.get::<_, String>(2).contains("merchant_not_blocked"), "{}", rejected.get::<_, String>(2));
+    let conflict = &parked[corpus.len() + 1];
+    assert_eq!(conflict.get::<_, String>(1), "conflicting_duplicate");
+    assert!(conflict.get::<_, String>(2).contains("amount"), "{}", conflict.get::<_, String>(2));
+    eprintln!(
+        "FIGURES poison: kinds={} (+1 rejected by a CHECK constraint, +1 conflicting duplicate) valid={} rows={} dead_letters={} sink_dead_letters={} missing=0 extra=0",
+        kinds.len(),
+        valid.len(),
+        count_rows(&db, &table).await?,
+        parked.len(),
+        report.dead_letters
+    );
+
+    // after a fix (the constraint dropped), the rejected row replays into the table
+    db.batch_execute(&format!("ALTER TABLE {table} DROP CONSTRAINT merchant_not_blocked")).await?;
+    let mut config = sink_config(&stack, &topic, &table);
+    config.group_id = unique("replay");
+    let replayed = sink::replay_dead_letters(&config, &[], Some("rejected")).await?;
+    assert_eq!((replayed.replayed, replayed.inserted, replayed.still_failing), (1, 1, 0));
+    let merchant: String = db
+        .query_one(&format!("SELECT merchant FROM {table} WHERE tx_id = $1"), &[&check_breaker.tx_id.to_string()])
+        .await?
+        .get(0);
+    assert_eq!(merchant, "BLOCKED MERCHANT");
+    // a schema violation still fails on replay and stays parked, one attempt more
+    let again = sink::replay_dead_letters(&config, &[], Some("schema")).await?;
+    assert_eq!(again.replayed, 0);
+    assert!(again.still_failing > 20);
+    drop_tables(&db, &table).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_a_broker_of_a_three_node_cluster_loses_nothing() -> anyhow::Result<()> {
+    let _slot = heavy_test_slot().await;
+    let private = PrivateStack::start(3).await?;
+    let stack = private.stack.clone();
+    let topic = unique("fault_cluster");
+    let table = unique("sink_cluster");
+    const N: u64 = 40_000;
+    const SEED: u64 = 6;
+    create_topic_replicated(&stack, &topic, 3, 3).await?;
+
+    let mut config = producer_config(&stack, &topic, N);
+    config.seed = Some(SEED);
+    config.pace = producer::Pace::Rate(4_000.0);
+    let producing = tokio::spawn(producer::run(config, tokio_util::sync::CancellationToken::new()));
+    let db = pg(&stack).await?;
+    let sink = start_sink(sink_config(&stack, &topic, &table));
+
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while end_offsets(&stack, &topic).await?.values().sum::<i64>() < 8_000 {
+        assert!(tokio::time::Instant::now() < deadline, "the producer published too little");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    private.kill_broker(2)?;
+    let report = tokio::time::timeout(Duration::from_secs(180), producing).await???;
+    wait_for_rows(&db, &table, N as i64, Duration::from_secs(180)).await?;
+    let sink_report = sink.stop().await?;
+
+    let stored = table_rows(&db, &table).await?;
+    let expected = seeded_tx_ids(SEED, N)?;
+    let (missing, extra, dups) = figures(&expected, &stored);
+    eprintln!(
+        "FIGURES three-brokers: messages={N} brokers_killed=1 delivered={} failed={} missing={missing} extra={extra} duplicates={dups} dead_letters={}",
+        report.delivered, report.failed, sink_report.dead_letters
+    );
+    assert_eq!((report.delivered, report.failed), (N, 0));
+    assert_eq!((missing, extra, dups), (0, 0, 0));
+    assert_eq!(sink_report.dead_letters, 0);
+    Ok(())
+}
