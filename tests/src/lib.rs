@@ -98,13 +98,22 @@ pub async fn create_topic(stack: &Stack, topic: &str, partitions: i32) -> Result
 }
 
 /// Creates a topic with `partitions` partitions and `replicas` replicas of each.
-pub async fn create_topic_replicated(stack: &Stack, topic: &str, partitions: i32, replicas: i32) -> Result<()> {
+pub async fn create_topic_replicated(
+    stack: &Stack,
+    topic: &str,
+    partitions: i32,
+    replicas: i32,
+) -> Result<()> {
     let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
         .set("bootstrap.servers", &stack.bootstrap)
         .create()?;
     let results = admin
         .create_topics(
-            &[NewTopic::new(topic, partitions, TopicReplication::Fixed(replicas))],
+            &[NewTopic::new(
+                topic,
+                partitions,
+                TopicReplication::Fixed(replicas),
+            )],
             &AdminOptions::new().operation_timeout(Some(Duration::from_secs(30))),
         )
         .await?;
@@ -520,7 +529,9 @@ impl PrivateStack {
     pub async fn start(brokers: usize) -> Result<PrivateStack> {
         let parent = root().join(".stack/private");
         std::fs::create_dir_all(&parent)?;
-        let dir = tempfile::Builder::new().prefix("fault").tempdir_in(&parent)?;
+        let dir = tempfile::Builder::new()
+            .prefix("fault")
+            .tempdir_in(&parent)?;
         // PostgreSQL runs as the postgres user when we are root: it must reach the folder.
         #[cfg(unix)]
         {
@@ -571,7 +582,10 @@ impl PrivateStack {
             .arg("--state")
             .arg(self.dir.path())
             .args(args)
-            .env("KAFKA_BOOTSTRAP_SERVERS", format!("127.0.0.1:{}", self.kafka_port))
+            .env(
+                "KAFKA_BOOTSTRAP_SERVERS",
+                format!("127.0.0.1:{}", self.kafka_port),
+            )
             .env("POSTGRES_PORT", self.stack.pg.port.to_string())
             .env("POSTGRES_USER", &self.stack.pg.user)
             .env("POSTGRES_PASSWORD", &self.stack.pg.password)
@@ -580,9 +594,11 @@ impl PrivateStack {
         cmd
     }
 
-    /// Restarts PostgreSQL: a fast shutdown (active sessions are terminated), then a start.
-    pub async fn restart_postgres(&self) -> Result<()> {
+    /// Restarts PostgreSQL: a fast shutdown (active sessions are terminated), `down_for`
+    /// without a server, then a start.
+    pub async fn restart_postgres(&self, down_for: Duration) -> Result<()> {
         self.script(&["down", "postgres"]).await?;
+        tokio::time::sleep(down_for).await;
         self.script(&["up", "postgres"]).await
     }
 
@@ -596,7 +612,9 @@ impl PrivateStack {
     pub fn kill_broker(&self, node: usize) -> Result<()> {
         let pidfile = self.dir.path().join(format!("kafka/node{node}/kafka.pid"));
         let pid = std::fs::read_to_string(&pidfile)?.trim().to_owned();
-        let status = std::process::Command::new("kill").args(["-KILL", &pid]).status()?;
+        let status = std::process::Command::new("kill")
+            .args(["-KILL", &pid])
+            .status()?;
         if !status.success() {
             bail!("kill -9 {pid} failed");
         }
@@ -618,7 +636,10 @@ impl Drop for PrivateStack {
             .arg("--state")
             .arg(self.dir.path())
             .arg("clean")
-            .env("KAFKA_BOOTSTRAP_SERVERS", format!("127.0.0.1:{}", self.kafka_port))
+            .env(
+                "KAFKA_BOOTSTRAP_SERVERS",
+                format!("127.0.0.1:{}", self.kafka_port),
+            )
             .env("POSTGRES_PORT", self.stack.pg.port.to_string())
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::null())
@@ -633,7 +654,10 @@ fn free_port_block(n: usize) -> Result<u16> {
     for _ in 0..200 {
         let base: u16 = rng.random_range(20_000..40_000);
         let ports = (0..n as u16).flat_map(|i| [base + i, base + 100 + i]);
-        if ports.clone().all(|p| std::net::TcpListener::bind(("127.0.0.1", p)).is_ok()) {
+        if ports
+            .clone()
+            .all(|p| std::net::TcpListener::bind(("127.0.0.1", p)).is_ok())
+        {
             return Ok(base);
         }
     }

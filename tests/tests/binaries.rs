@@ -118,3 +118,136 @@ async fn producer_dry_run_prints_json_lines_without_kafka() -> anyhow::Result<()
     }
     Ok(())
 }
+
+/// Holds an ACCESS EXCLUSIVE lock on `table` so that the sink's insert blocks: the sink
+/// then has a batch in hand that it cannot write.
+async fn lock_table(stack: &Stack, table: &str) -> anyhow::Result<tokio_postgres::Client> {
+    let locker = pg(stack).await?;
+    locker
+        .batch_execute(&format!(
+            "BEGIN; LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE"
+        ))
+        .await?;
+    Ok(locker)
+}
+
+async fn wait_for_table(db: &tokio_postgres::Client, table: &str) -> anyhow::Result<()> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while db
+        .query_one("SELECT to_regclass($1) IS NULL", &[&table])
+        .await?
+        .get::<_, bool>(0)
+    {
+        anyhow::ensure!(
+            tokio::time::Instant::now() < deadline,
+            "the sink never created {table}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Ok(())
+}
+
+/// Waits until a session of the sink waits on a lock (its insert is blocked).
+async fn wait_for_blocked_insert(db: &tokio_postgres::Client) -> anyhow::Result<()> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let blocked: i64 = db
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE 'INSERT INTO %'",
+                &[],
+            )
+            .await?
+            .get(0);
+        if blocked > 0 {
+            return Ok(());
+        }
+        anyhow::ensure!(
+            tokio::time::Instant::now() < deadline,
+            "the sink's insert never blocked"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sink_stop_signals_the_drain_deadline_and_a_second_signal_lose_nothing()
+-> anyhow::Result<()> {
+    let stack = stack();
+    let topic = unique("bin_signals");
+    let table = unique("sink_signals");
+    let group = unique("group");
+    create_topic(&stack, &topic, 1).await?;
+    let db = pg(&stack).await?;
+    let args = ["--topic", &topic, "--table", &table, "--group-id", &group];
+
+    // 1. one signal while the batch in hand cannot be written: the sink waits for the drain
+    //    deadline, then exits 1 saying the messages will be redelivered
+    let child = command("sink", &stack)
+        .args(args)
+        .args(["--drain-timeout", "2"])
+        .spawn()?;
+    wait_for_table(&db, &table).await?;
+    let locker = lock_table(&stack, &table).await?;
+    produce(&stack, &topic, 50).await?;
+    wait_for_blocked_insert(&db).await?;
+    let stopped_at = tokio::time::Instant::now();
+    terminate(&child);
+    let out = tokio::time::timeout(Duration::from_secs(30), child.wait_with_output()).await??;
+    let waited = stopped_at.elapsed();
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{log}");
+    assert!(
+        log.contains("stopped before 50 consumed messages could be written"),
+        "{log}"
+    );
+    assert!(
+        waited >= Duration::from_secs(2),
+        "it waited for the drain deadline ({waited:?})"
+    );
+    drop(locker);
+
+    // 2. a second signal exits at once (130): a new run writes the 50 redelivered messages,
+    //    then holds a new batch it cannot write
+    let child = command("sink", &stack)
+        .args(args)
+        .args(["--drain-timeout", "60"])
+        .spawn()?;
+    wait_for_rows(&db, &table, 50, Duration::from_secs(60)).await?;
+    let locker = lock_table(&stack, &table).await?;
+    produce(&stack, &topic, 20).await?;
+    wait_for_blocked_insert(&db).await?;
+    terminate(&child);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let second_at = tokio::time::Instant::now();
+    terminate(&child);
+    let out = tokio::time::timeout(Duration::from_secs(30), child.wait_with_output()).await??;
+    assert_eq!(
+        out.status.code(),
+        Some(130),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        second_at.elapsed() < Duration::from_secs(10),
+        "exited at once"
+    );
+    drop(locker);
+
+    // 3. nothing was lost: a clean run writes the 70 messages exactly once
+    let child = command("sink", &stack).args(args).spawn()?;
+    wait_for_rows(&db, &table, 70, Duration::from_secs(60)).await?;
+    terminate(&child);
+    let out = tokio::time::timeout(Duration::from_secs(60), child.wait_with_output()).await??;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let produced: Vec<txn_model::Transaction> = read_topic(&stack, &topic)
+        .await?
+        .iter()
+        .map(|p| txn_model::Transaction::from_json(p).unwrap())
+        .collect();
+    assert_same(&produced, &table_rows(&db, &table).await?);
+    drop_tables(&db, &table).await
+}

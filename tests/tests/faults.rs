@@ -54,7 +54,16 @@ async fn kill_9_the_sink_three_times_while_it_drains_100k() -> anyhow::Result<()
     create_topic(&stack, &topic, 3).await?;
     produce(&stack, &topic, N).await?;
     let db = pg(&stack).await?;
-    let sink_args = ["--topic", &topic, "--table", &table, "--group-id", &group, "--batch-size", "500"];
+    let sink_args = [
+        "--topic",
+        &topic,
+        "--table",
+        &table,
+        "--group-id",
+        &group,
+        "--batch-size",
+        "500",
+    ];
 
     // three runs killed with SIGKILL at random points of the drain
     let mut rng = rand::rng();
@@ -68,14 +77,21 @@ async fn kill_9_the_sink_three_times_while_it_drains_100k() -> anyhow::Result<()
         child.wait().await?;
         kill_points.push(count_rows(&db, &table).await?);
     }
-    assert!(kill_points.iter().all(|&n| n < N as i64), "every kill landed mid-drain: {kill_points:?}");
+    assert!(
+        kill_points.iter().all(|&n| n < N as i64),
+        "every kill landed mid-drain: {kill_points:?}"
+    );
 
     // a last run drains the rest and stops cleanly
     let child = command("sink", &stack).args(sink_args).spawn()?;
     wait_for_rows(&db, &table, N as i64, Duration::from_secs(180)).await?;
     terminate(&child);
     let out = wait_for_exit(child).await?;
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     let produced = decode_all(&read_topic(&stack, &topic).await?);
     let stored = table_rows(&db, &table).await?;
@@ -88,12 +104,16 @@ async fn kill_9_the_sink_three_times_while_it_drains_100k() -> anyhow::Result<()
     assert_same(&produced, &stored);
     assert_eq!(dead, 0);
     // Kafka's committed offsets follow the database's
-    assert_eq!(committed_offsets(&stack, &topic, &group).await?, end_offsets(&stack, &topic).await?);
+    assert_eq!(
+        committed_offsets(&stack, &topic, &group).await?,
+        end_offsets(&stack, &topic).await?
+    );
     drop_tables(&db, &table).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn restarting_postgres_twice_during_ingest_loses_nothing_and_parks_nothing() -> anyhow::Result<()> {
+async fn restarting_postgres_twice_during_ingest_loses_nothing_and_parks_nothing()
+-> anyhow::Result<()> {
     let _slot = heavy_test_slot().await;
     let private = PrivateStack::start(1).await?;
     let stack = private.stack.clone();
@@ -112,18 +132,28 @@ async fn restarting_postgres_twice_during_ingest_loses_nothing_and_parks_nothing
     let mut producer_config = producer_config(&stack, &topic, N);
     producer_config.pace = producer::Pace::Rate(2_000.0);
     producer_config.seed = Some(SEED);
-    let producing = tokio::spawn(producer::run(producer_config, tokio_util::sync::CancellationToken::new()));
+    let producing = tokio::spawn(producer::run(
+        producer_config,
+        tokio_util::sync::CancellationToken::new(),
+    ));
 
     let mut restarts = 0;
     for threshold in [3_000, 10_000] {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
         while db_rows(stack.clone(), table.clone()).await.unwrap_or(0) < threshold {
-            assert!(tokio::time::Instant::now() < deadline, "ingest stalled below {threshold}");
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "ingest stalled below {threshold}"
+            );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        private.restart_postgres().await?;
+        // down long enough for the sink's three retries to run out: it must pause and resume
+        private.restart_postgres(Duration::from_secs(4)).await?;
         restarts += 1;
-        assert!(!sink.handle.is_finished(), "the sink stays up through the restart");
+        assert!(
+            !sink.handle.is_finished(),
+            "the sink stays up through the restart"
+        );
     }
     let report = producing.await??;
     assert!(report.lost_nothing(), "{report:?}");
@@ -140,31 +170,46 @@ async fn restarting_postgres_twice_during_ingest_loses_nothing_and_parks_nothing
         sink_report.outages, sink_report.duplicates
     );
     assert_eq!((missing, extra, dups, dead), (0, 0, 0, 0));
+    assert!(
+        sink_report.outages >= 2,
+        "the sink paused for each outage: {sink_report:?}"
+    );
     assert_same(&decode_all(&read_topic(&stack, &topic).await?), &stored);
     Ok(())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn restarting_the_broker_while_the_producer_runs_flat_out_loses_and_duplicates_nothing() -> anyhow::Result<()> {
+async fn restarting_the_broker_while_the_producer_runs_flat_out_loses_and_duplicates_nothing()
+-> anyhow::Result<()> {
     let _slot = heavy_test_slot().await;
     let private = PrivateStack::start(1).await?;
     let stack = private.stack.clone();
     let topic = unique("fault_broker");
     let table = unique("sink_broker");
-    const N: u64 = 60_000;
+    const N: u64 = 150_000;
     const SEED: u64 = 3;
     create_topic(&stack, &topic, 3).await?;
 
+    // --rate 0: as fast as the broker takes them; the restart lands mid-stream
     let mut config = producer_config(&stack, &topic, N);
     config.seed = Some(SEED);
-    // a slower pace than the machine allows keeps the producer busy across the restart
-    config.pace = producer::Pace::Rate(5_000.0);
-    let producing = tokio::spawn(producer::run(config, tokio_util::sync::CancellationToken::new()));
+    let producing = tokio::spawn(producer::run(
+        config,
+        tokio_util::sync::CancellationToken::new(),
+    ));
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     while end_offsets(&stack, &topic).await?.values().sum::<i64>() < 10_000 {
-        assert!(tokio::time::Instant::now() < deadline, "the producer published too little");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the producer published too little"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    let before = end_offsets(&stack, &topic).await?.values().sum::<i64>();
+    assert!(
+        before < N as i64,
+        "the restart lands mid-stream ({before} of {N} published)"
+    );
     private.restart_kafka().await?;
     let report = tokio::time::timeout(Duration::from_secs(180), producing).await???;
 
@@ -223,7 +268,10 @@ async fn sinks_scale_out_and_in_under_load_without_loss_or_duplicates() -> anyho
 
     let mut config = producer_config(&stack, &topic, N);
     config.pace = producer::Pace::Rate(3_000.0);
-    let producing = tokio::spawn(producer::run(config, tokio_util::sync::CancellationToken::new()));
+    let producing = tokio::spawn(producer::run(
+        config,
+        tokio_util::sync::CancellationToken::new(),
+    ));
 
     wait_for_rows(&db, &table, 8_000, Duration::from_secs(120)).await?;
     let c = command("sink", &stack).args(args).spawn()?; // a third joins
@@ -238,8 +286,16 @@ async fn sinks_scale_out_and_in_under_load_without_loss_or_duplicates() -> anyho
     terminate(&b);
     terminate(&c);
     let (ob, oc) = (wait_for_exit(b).await?, wait_for_exit(c).await?);
-    assert!(ob.status.success(), "{}", String::from_utf8_lossy(&ob.stderr));
-    assert!(oc.status.success(), "{}", String::from_utf8_lossy(&oc.stderr));
+    assert!(
+        ob.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ob.stderr)
+    );
+    assert!(
+        oc.status.success(),
+        "{}",
+        String::from_utf8_lossy(&oc.stderr)
+    );
 
     let produced = decode_all(&read_topic(&stack, &topic).await?);
     let stored = table_rows(&db, &table).await?;
@@ -280,7 +336,10 @@ fn poison_corpus(valid: &Transaction) -> Vec<Poison> {
         let mut v = base.clone();
         v["tx_id"] = Uuid::new_v4().to_string().into();
         v[field] = "@@".into();
-        serde_json::to_string(&v).unwrap().replace("\"@@\"", number).into_bytes()
+        serde_json::to_string(&v)
+            .unwrap()
+            .replace("\"@@\"", number)
+            .into_bytes()
     };
     let full = valid.to_json();
     let p = |name, payload, class, reason_contains| Poison {
@@ -292,39 +351,150 @@ fn poison_corpus(valid: &Transaction) -> Vec<Poison> {
     use serde_json::json;
     vec![
         p("empty", Vec::new(), "invalid_json", "EOF"),
-        p("not json", b"hello, world".to_vec(), "invalid_json", "expected"),
-        p("truncated", full[..full.len() / 2].to_vec(), "invalid_json", "EOF"),
+        p(
+            "not json",
+            b"hello, world".to_vec(),
+            "invalid_json",
+            "expected",
+        ),
+        p(
+            "truncated",
+            full[..full.len() / 2].to_vec(),
+            "invalid_json",
+            "EOF",
+        ),
         p("not utf-8", b"\xff\xfe\xfd{}".to_vec(), "not_utf8", "UTF-8"),
-        p("latin-1 text", b"{\"merchant\":\"Caf\xe9\"}".to_vec(), "not_utf8", "UTF-8"),
+        p(
+            "latin-1 text",
+            b"{\"merchant\":\"Caf\xe9\"}".to_vec(),
+            "not_utf8",
+            "UTF-8",
+        ),
         p("json array", b"[1,2,3]".to_vec(), "schema", "field"),
-        p("json string", b"\"a transaction\"".to_vec(), "schema", "invalid type"),
+        p(
+            "json string",
+            b"\"a transaction\"".to_vec(),
+            "schema",
+            "invalid type",
+        ),
         p("json null", b"null".to_vec(), "schema", "invalid type"),
-        p("trailing garbage", [full.clone(), b"}}".to_vec()].concat(), "invalid_json", "trailing"),
+        p(
+            "trailing garbage",
+            [full.clone(), b"}}".to_vec()].concat(),
+            "invalid_json",
+            "trailing",
+        ),
         p("missing tx_id", without("tx_id"), "schema", "`tx_id`"),
         p("missing user_id", without("user_id"), "schema", "`user_id`"),
         p("missing amount", without("amount"), "schema", "`amount`"),
-        p("missing currency", without("currency"), "schema", "`currency`"),
-        p("missing timestamp", without("timestamp"), "schema", "`timestamp`"),
-        p("tx_id not a uuid", with("tx_id", json!("tx-42")), "schema", "`tx_id`"),
-        p("user_id a number", with("user_id", json!(42)), "schema", "`user_id`"),
-        p("amount a string", with("amount", json!("12.50")), "schema", "`amount`"),
-        p("amount too large", raw_number("amount", "123456789.00"), "schema", "DECIMAL(10,2)"),
-        p("amount three decimals", raw_number("amount", "1.005"), "schema", "DECIMAL(10,2)"),
-        p("currency lower case", with("currency", json!("usd")), "schema", "`currency`"),
-        p("currency four letters", with("currency", json!("EURO")), "schema", "`currency`"),
-        p("merchant too long", with("merchant", json!("m".repeat(300))), "schema", "`merchant`"),
-        p("merchant empty", with("merchant", json!("")), "schema", "`merchant`"),
-        p("category too long", with("category", json!("c".repeat(101))), "schema", "`category`"),
-        p("timestamp unparseable", with("timestamp", json!("15/08/2025 10:30")), "schema", "`timestamp`"),
-        p("timestamp a number", with("timestamp", json!(1755253800)), "schema", "`timestamp`"),
-        p("processing_time negative", with("processing_time_ms", json!(-5)), "schema", "`processing_time_ms`"),
-        p("processing_time a float", raw_number("processing_time_ms", "1.5"), "schema", "`processing_time_ms`"),
-        p("NUL in merchant", with("merchant", json!("Ama\u{0}zon")), "schema", "NUL"),
+        p(
+            "missing currency",
+            without("currency"),
+            "schema",
+            "`currency`",
+        ),
+        p(
+            "missing timestamp",
+            without("timestamp"),
+            "schema",
+            "`timestamp`",
+        ),
+        p(
+            "tx_id not a uuid",
+            with("tx_id", json!("tx-42")),
+            "schema",
+            "`tx_id`",
+        ),
+        p(
+            "user_id a number",
+            with("user_id", json!(42)),
+            "schema",
+            "`user_id`",
+        ),
+        p(
+            "amount a string",
+            with("amount", json!("12.50")),
+            "schema",
+            "`amount`",
+        ),
+        p(
+            "amount too large",
+            raw_number("amount", "123456789.00"),
+            "schema",
+            "DECIMAL(10,2)",
+        ),
+        p(
+            "amount three decimals",
+            raw_number("amount", "1.005"),
+            "schema",
+            "DECIMAL(10,2)",
+        ),
+        p(
+            "currency lower case",
+            with("currency", json!("usd")),
+            "schema",
+            "`currency`",
+        ),
+        p(
+            "currency four letters",
+            with("currency", json!("EURO")),
+            "schema",
+            "`currency`",
+        ),
+        p(
+            "merchant too long",
+            with("merchant", json!("m".repeat(300))),
+            "schema",
+            "`merchant`",
+        ),
+        p(
+            "merchant empty",
+            with("merchant", json!("")),
+            "schema",
+            "`merchant`",
+        ),
+        p(
+            "category too long",
+            with("category", json!("c".repeat(101))),
+            "schema",
+            "`category`",
+        ),
+        p(
+            "timestamp unparseable",
+            with("timestamp", json!("15/08/2025 10:30")),
+            "schema",
+            "`timestamp`",
+        ),
+        p(
+            "timestamp a number",
+            with("timestamp", json!(1755253800)),
+            "schema",
+            "`timestamp`",
+        ),
+        p(
+            "processing_time negative",
+            with("processing_time_ms", json!(-5)),
+            "schema",
+            "`processing_time_ms`",
+        ),
+        p(
+            "processing_time a float",
+            raw_number("processing_time_ms", "1.5"),
+            "schema",
+            "`processing_time_ms`",
+        ),
+        p(
+            "NUL in merchant",
+            with("merchant", json!("Ama\u{0}zon")),
+            "schema",
+            "NUL",
+        ),
     ]
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_poison_corpus_is_parked_with_reasons_and_the_valid_messages_land() -> anyhow::Result<()> {
+async fn a_poison_corpus_is_parked_with_reasons_and_the_valid_messages_land() -> anyhow::Result<()>
+{
     let stack = stack();
     let topic = unique("fault_poison");
     let table = unique("sink_poison");
@@ -348,7 +518,11 @@ async fn a_poison_corpus_is_parked_with_reasons_and_the_valid_messages_land() ->
     // The sink creates the table; the operator adds a constraint; then the data arrives.
     let sink = start_sink(sink_config(&stack, &topic, &table));
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    while db.query_one("SELECT to_regclass($1) IS NULL", &[&table]).await?.get::<_, bool>(0) {
+    while db
+        .query_one("SELECT to_regclass($1) IS NULL", &[&table])
+        .await?
+        .get::<_, bool>(0)
+    {
         assert!(tokio::time::Instant::now() < deadline);
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -375,7 +549,10 @@ async fn a_poison_corpus_is_parked_with_reasons_and_the_valid_messages_land() ->
     let parked_expected = corpus.len() + 2;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     while dead_letter_count(&db, &table).await? < parked_expected as i64 {
-        assert!(tokio::time::Instant::now() < deadline, "not every poison message was parked");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "not every poison message was parked"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(!sink.handle.is_finished(), "the sink never exits");
@@ -392,17 +569,32 @@ async fn a_poison_corpus_is_parked_with_reasons_and_the_valid_messages_land() ->
         .await?;
     assert_eq!(parked.len(), parked_expected);
     for (row, poison) in parked.iter().zip(&corpus) {
-        let (payload, class, reason): (Vec<u8>, String, String) = (row.get(0), row.get(1), row.get(2));
+        let (payload, class, reason): (Vec<u8>, String, String) =
+            (row.get(0), row.get(1), row.get(2));
         assert_eq!(payload, poison.payload, "{}", poison.name);
         assert_eq!(class, poison.class, "{}: {reason}", poison.name);
-        assert!(reason.contains(poison.reason_contains), "{}: {reason}", poison.name);
+        assert!(
+            reason.contains(poison.reason_contains),
+            "{}: {reason}",
+            poison.name
+        );
     }
     let rejected = &parked[corpus.len()];
     assert_eq!(rejected.get::<_, String>(1), "rejected");
-    assert!(rejected.get::<_, String>(2).contains("merchant_not_blocked"), "{}", rejected.get::<_, String>(2));
+    assert!(
+        rejected
+            .get::<_, String>(2)
+            .contains("merchant_not_blocked"),
+        "{}",
+        rejected.get::<_, String>(2)
+    );
     let conflict = &parked[corpus.len() + 1];
     assert_eq!(conflict.get::<_, String>(1), "conflicting_duplicate");
-    assert!(conflict.get::<_, String>(2).contains("amount"), "{}", conflict.get::<_, String>(2));
+    assert!(
+        conflict.get::<_, String>(2).contains("amount"),
+        "{}",
+        conflict.get::<_, String>(2)
+    );
     eprintln!(
         "FIGURES poison: kinds={} (+1 rejected by a CHECK constraint, +1 conflicting duplicate) valid={} rows={} dead_letters={} sink_dead_letters={} missing=0 extra=0",
         kinds.len(),
@@ -413,13 +605,22 @@ async fn a_poison_corpus_is_parked_with_reasons_and_the_valid_messages_land() ->
     );
 
     // after a fix (the constraint dropped), the rejected row replays into the table
-    db.batch_execute(&format!("ALTER TABLE {table} DROP CONSTRAINT merchant_not_blocked")).await?;
+    db.batch_execute(&format!(
+        "ALTER TABLE {table} DROP CONSTRAINT merchant_not_blocked"
+    ))
+    .await?;
     let mut config = sink_config(&stack, &topic, &table);
     config.group_id = unique("replay");
     let replayed = sink::replay_dead_letters(&config, &[], Some("rejected")).await?;
-    assert_eq!((replayed.replayed, replayed.inserted, replayed.still_failing), (1, 1, 0));
+    assert_eq!(
+        (replayed.replayed, replayed.inserted, replayed.still_failing),
+        (1, 1, 0)
+    );
     let merchant: String = db
-        .query_one(&format!("SELECT merchant FROM {table} WHERE tx_id = $1"), &[&check_breaker.tx_id.to_string()])
+        .query_one(
+            &format!("SELECT merchant FROM {table} WHERE tx_id = $1"),
+            &[&check_breaker.tx_id.to_string()],
+        )
         .await?
         .get(0);
     assert_eq!(merchant, "BLOCKED MERCHANT");
@@ -444,13 +645,19 @@ async fn killing_a_broker_of_a_three_node_cluster_loses_nothing() -> anyhow::Res
     let mut config = producer_config(&stack, &topic, N);
     config.seed = Some(SEED);
     config.pace = producer::Pace::Rate(4_000.0);
-    let producing = tokio::spawn(producer::run(config, tokio_util::sync::CancellationToken::new()));
+    let producing = tokio::spawn(producer::run(
+        config,
+        tokio_util::sync::CancellationToken::new(),
+    ));
     let db = pg(&stack).await?;
     let sink = start_sink(sink_config(&stack, &topic, &table));
 
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     while end_offsets(&stack, &topic).await?.values().sum::<i64>() < 8_000 {
-        assert!(tokio::time::Instant::now() < deadline, "the producer published too little");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the producer published too little"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     private.kill_broker(2)?;

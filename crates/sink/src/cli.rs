@@ -58,6 +58,11 @@ pub struct Args {
     #[arg(long, env = "SINK_RETRIES", default_value_t = 3)]
     pub retries: u32,
 
+    /// Seconds the batch in hand may take to be written after a stop signal (keep it
+    /// below the consumer session timeout, 45 s by default).
+    #[arg(long, env = "SINK_DRAIN_TIMEOUT_SECS", default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..))]
+    pub drain_timeout: u64,
+
     /// Extra librdkafka property, KEY=VALUE (repeatable; env: comma-separated).
     #[arg(short = 'K', long = "kafka-option", env = "SINK_KAFKA_OPTIONS", value_delimiter = ',', value_parser = txn_runtime::key_value)]
     pub kafka_options: Vec<(String, String)>,
@@ -102,6 +107,7 @@ impl Args {
                 retries: self.retries,
                 ..defaults.retry
             },
+            drain_timeout: Duration::from_secs(self.drain_timeout),
             kafka_options: self.kafka_options,
             ..defaults
         }
