@@ -7,4 +7,6 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 export PATH="$HOME/.cargo/bin:$PATH"
 scripts/stack.sh up
 # a hung test must not eat the CI budget
+rm -f target/test-figures.txt
 timeout --foreground 45m cargo test --workspace "$@"
+if [ -s target/test-figures.txt ]; then echo "--- figures of the fault tests ---"; cat target/test-figures.txt; fi

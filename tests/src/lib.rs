@@ -680,3 +680,20 @@ pub fn seeded_tx_ids(seed: u64, count: u64) -> Result<Vec<uuid::Uuid>> {
     let now = chrono::Utc::now();
     Ok((0..count).map(|_| generator.next_at(now).tx_id).collect())
 }
+
+/// Prints a test's figures and appends them to `target/test-figures.txt`, which
+/// `scripts/test.sh` shows at the end (passing tests' output is otherwise hidden).
+pub fn report_figures(line: &str) {
+    use std::io::Write;
+    eprintln!("{line}");
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join("target"));
+    if let Ok(mut f) = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(target.join("test-figures.txt"))
+    {
+        let _ = writeln!(f, "{line}");
+    }
+}

@@ -88,3 +88,28 @@ async fn bad_users_path_fails_the_producer_clearly() {
     assert!(err.contains("does not exist"), "{err}");
     assert!(err.contains("USERS_CSV_PATH"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_privilege_fails_fast_with_a_configuration_error() {
+    let stack = stack();
+    let topic = unique("t_priv");
+    let table = unique("sink_priv");
+    create_topic(&stack, &topic, 1).await.unwrap();
+    let db = pg(&stack).await.unwrap();
+    // the sink creates its table; then the operator takes INSERT away
+    let store = sink::store::Store::connect(&stack.pg, &table)
+        .await
+        .unwrap();
+    drop(store);
+    db.batch_execute(&format!("REVOKE INSERT ON {table} FROM CURRENT_USER"))
+        .await
+        .unwrap();
+    produce(&stack, &topic, 5).await.unwrap();
+    let err = sink_error(sink_config(&stack, &topic, &table)).await;
+    assert!(err.contains("configuration error"), "{err}");
+    assert!(err.contains("42501"), "{err}");
+    db.batch_execute(&format!("GRANT INSERT ON {table} TO CURRENT_USER"))
+        .await
+        .unwrap();
+    drop_tables(&db, &table).await.unwrap();
+}

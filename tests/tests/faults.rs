@@ -98,9 +98,9 @@ async fn kill_9_the_sink_three_times_while_it_drains_100k() -> anyhow::Result<()
     let expected: Vec<Uuid> = produced.iter().map(|t| t.tx_id).collect();
     let (missing, extra, dups) = figures(&expected, &stored);
     let dead = dead_letter_count(&db, &table).await?;
-    eprintln!(
+    report_figures(&format!(
         "FIGURES kill-9: messages={N} kills=3 (at rows {kill_points:?}) missing={missing} extra={extra} duplicates={dups} dead_letters={dead}"
-    );
+    ));
     assert_same(&produced, &stored);
     assert_eq!(dead, 0);
     // Kafka's committed offsets follow the database's
@@ -165,10 +165,10 @@ async fn restarting_postgres_twice_during_ingest_loses_nothing_and_parks_nothing
     let expected = seeded_tx_ids(SEED, N)?;
     let (missing, extra, dups) = figures(&expected, &stored);
     let dead = dead_letter_count(&db, &table).await?;
-    eprintln!(
+    report_figures(&format!(
         "FIGURES postgres-restart: messages={N} restarts={restarts} missing={missing} extra={extra} duplicates={dups} dead_letters={dead} sink_outages={} sink_duplicates={}",
         sink_report.outages, sink_report.duplicates
-    );
+    ));
     assert_eq!((missing, extra, dups, dead), (0, 0, 0, 0));
     assert!(
         sink_report.outages >= 2,
@@ -225,12 +225,12 @@ async fn restarting_the_broker_while_the_producer_runs_flat_out_loses_and_duplic
     sink.stop().await?;
     let stored = table_rows(&db, &table).await?;
     let (missing, extra, dups) = figures(&expected, &stored);
-    eprintln!(
+    report_figures(&format!(
         "FIGURES broker-restart: messages={N} restarts=1 delivered={} failed={} topic_duplicates={topic_dups} missing={missing} extra={extra} duplicates={dups} dead_letters={}",
         report.delivered,
         report.failed,
         dead_letter_count(&db, &table).await?
-    );
+    ));
     assert_eq!((report.delivered, report.failed), (N, 0));
     assert_eq!(topic_dups, 0, "the idempotent producer wrote no duplicate");
     assert_eq!(topic_set, expected.iter().collect::<HashSet<_>>());
@@ -302,9 +302,9 @@ async fn sinks_scale_out_and_in_under_load_without_loss_or_duplicates() -> anyho
     let expected: Vec<Uuid> = produced.iter().map(|t| t.tx_id).collect();
     let (missing, extra, dups) = figures(&expected, &stored);
     let dead = dead_letter_count(&db, &table).await?;
-    eprintln!(
+    report_figures(&format!(
         "FIGURES scale-out: messages={N} partitions=6 sinks=2+1 joined, 1 killed missing={missing} extra={extra} duplicates={dups} dead_letters={dead}"
-    );
+    ));
     assert_same(&produced, &stored);
     assert_eq!(dead, 0);
     drop_tables(&db, &table).await
@@ -595,14 +595,14 @@ async fn a_poison_corpus_is_parked_with_reasons_and_the_valid_messages_land() ->
         "{}",
         conflict.get::<_, String>(2)
     );
-    eprintln!(
+    report_figures(&format!(
         "FIGURES poison: kinds={} (+1 rejected by a CHECK constraint, +1 conflicting duplicate) valid={} rows={} dead_letters={} sink_dead_letters={} missing=0 extra=0",
         kinds.len(),
         valid.len(),
         count_rows(&db, &table).await?,
         parked.len(),
         report.dead_letters
-    );
+    ));
 
     // after a fix (the constraint dropped), the rejected row replays into the table
     db.batch_execute(&format!(
@@ -668,12 +668,72 @@ async fn killing_a_broker_of_a_three_node_cluster_loses_nothing() -> anyhow::Res
     let stored = table_rows(&db, &table).await?;
     let expected = seeded_tx_ids(SEED, N)?;
     let (missing, extra, dups) = figures(&expected, &stored);
-    eprintln!(
+    report_figures(&format!(
         "FIGURES three-brokers: messages={N} brokers_killed=1 delivered={} failed={} missing={missing} extra={extra} duplicates={dups} dead_letters={}",
         report.delivered, report.failed, sink_report.dead_letters
-    );
+    ));
     assert_eq!((report.delivered, report.failed), (N, 0));
     assert_eq!((missing, extra, dups), (0, 0, 0));
     assert_eq!(sink_report.dead_letters, 0);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn undeliverable_messages_make_the_producer_exit_nonzero_saying_how_many()
+-> anyhow::Result<()> {
+    let _slot = heavy_test_slot().await;
+    let private = PrivateStack::start(1).await?;
+    let stack = private.stack.clone();
+    let topic = unique("fault_undeliverable");
+    create_topic(&stack, &topic, 1).await?;
+    let child = command("producer", &stack)
+        .args([
+            "--topic",
+            &topic,
+            "--rate",
+            "500",
+            "--delivery-timeout",
+            "3",
+        ])
+        .spawn()?;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while end_offsets(&stack, &topic).await?.values().sum::<i64>() < 200 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the producer published too little"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // the broker goes away for longer than the delivery timeout
+    private.script(&["down", "kafka"]).await?;
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    terminate(&child);
+    let out = wait_for_exit(child).await?;
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{log}");
+    let line = log
+        .lines()
+        .find(|l| l.contains("messages were not delivered"))
+        .unwrap_or_else(|| panic!("no summary: {log}"));
+    let field = |name: &str| -> u64 {
+        line.split_whitespace()
+            .find_map(|w| w.strip_prefix(&format!("{name}=")))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("{name} in {line}"))
+    };
+    let (sent, delivered, failed) = (field("sent"), field("delivered"), field("failed"));
+    assert!(failed > 0, "{line}");
+    assert_eq!(
+        sent,
+        delivered + failed,
+        "every message is accounted for: {line}"
+    );
+    // what the summary calls delivered is exactly what the topic holds
+    private.script(&["up", "kafka"]).await?;
+    let in_topic = read_topic(&stack, &topic).await?.len() as u64;
+    report_figures(&format!(
+        "FIGURES undeliverable: sent={sent} delivered={delivered} failed={failed} in_topic={in_topic} exit=1"
+    ));
+    assert_eq!(in_topic, delivered);
     Ok(())
 }
