@@ -697,3 +697,34 @@ pub fn report_figures(line: &str) {
         let _ = writeln!(f, "{line}");
     }
 }
+
+/// Polls until `topic` holds at least `n` messages; fails after `limit`.
+pub async fn wait_for_published(stack: &Stack, topic: &str, n: i64, limit: Duration) -> Result<()> {
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        let have: i64 = end_offsets(stack, topic).await?.values().sum();
+        if have >= n {
+            return Ok(());
+        }
+        if tokio::time::Instant::now() > deadline {
+            bail!("{topic} holds {have} messages after {limit:?}, expected {n}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Polls until `table` exists (the sink creates it at start-up); fails after a minute.
+pub async fn wait_for_table(db: &tokio_postgres::Client, table: &str) -> Result<()> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while db
+        .query_one("SELECT to_regclass($1) IS NULL", &[&table])
+        .await?
+        .get::<_, bool>(0)
+    {
+        if tokio::time::Instant::now() > deadline {
+            bail!("{table} was not created within 60 s");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Ok(())
+}

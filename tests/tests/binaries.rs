@@ -13,14 +13,7 @@ async fn producer_sigterm_drains_in_flight_messages_and_exits_zero() -> anyhow::
         .args(["--topic", &topic, "--rate", "500"])
         .spawn()?;
     // let it publish for a while, then stop it as a service manager would
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    while end_offsets(&stack, &topic).await?.values().sum::<i64>() < 200 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the producer published nothing"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_for_published(&stack, &topic, 200, Duration::from_secs(60)).await?;
     terminate(&child);
     let out = tokio::time::timeout(Duration::from_secs(60), child.wait_with_output()).await??;
     let log = String::from_utf8_lossy(&out.stderr);
@@ -129,22 +122,6 @@ async fn lock_table(stack: &Stack, table: &str) -> anyhow::Result<tokio_postgres
         ))
         .await?;
     Ok(locker)
-}
-
-async fn wait_for_table(db: &tokio_postgres::Client, table: &str) -> anyhow::Result<()> {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    while db
-        .query_one("SELECT to_regclass($1) IS NULL", &[&table])
-        .await?
-        .get::<_, bool>(0)
-    {
-        anyhow::ensure!(
-            tokio::time::Instant::now() < deadline,
-            "the sink never created {table}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    Ok(())
 }
 
 /// Waits until a session of the sink waits on a lock (its insert is blocked).

@@ -197,14 +197,7 @@ async fn restarting_the_broker_while_the_producer_runs_flat_out_loses_and_duplic
         config,
         tokio_util::sync::CancellationToken::new(),
     ));
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    while end_offsets(&stack, &topic).await?.values().sum::<i64>() < 10_000 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the producer published too little"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_for_published(&stack, &topic, 10_000, Duration::from_secs(60)).await?;
     let before = end_offsets(&stack, &topic).await?.values().sum::<i64>();
     assert!(
         before < N as i64,
@@ -517,15 +510,7 @@ async fn a_poison_corpus_is_parked_with_reasons_and_the_valid_messages_land() ->
 
     // The sink creates the table; the operator adds a constraint; then the data arrives.
     let sink = start_sink(sink_config(&stack, &topic, &table));
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    while db
-        .query_one("SELECT to_regclass($1) IS NULL", &[&table])
-        .await?
-        .get::<_, bool>(0)
-    {
-        assert!(tokio::time::Instant::now() < deadline);
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_for_table(&db, &table).await?;
     db.batch_execute(&format!(
         "ALTER TABLE {table} ADD CONSTRAINT merchant_not_blocked CHECK (merchant <> 'BLOCKED MERCHANT')"
     ))
@@ -652,14 +637,7 @@ async fn killing_a_broker_of_a_three_node_cluster_loses_nothing() -> anyhow::Res
     let db = pg(&stack).await?;
     let sink = start_sink(sink_config(&stack, &topic, &table));
 
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    while end_offsets(&stack, &topic).await?.values().sum::<i64>() < 8_000 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the producer published too little"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_for_published(&stack, &topic, 8_000, Duration::from_secs(60)).await?;
     private.kill_broker(2)?;
     let report = tokio::time::timeout(Duration::from_secs(180), producing).await???;
     wait_for_rows(&db, &table, N as i64, Duration::from_secs(180)).await?;
@@ -696,14 +674,7 @@ async fn undeliverable_messages_make_the_producer_exit_nonzero_saying_how_many()
             "3",
         ])
         .spawn()?;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    while end_offsets(&stack, &topic).await?.values().sum::<i64>() < 200 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the producer published too little"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_for_published(&stack, &topic, 200, Duration::from_secs(60)).await?;
     // the broker goes away for longer than the delivery timeout
     private.script(&["down", "kafka"]).await?;
     tokio::time::sleep(Duration::from_secs(6)).await;

@@ -268,18 +268,7 @@ async fn a_database_outage_beyond_the_retries_pauses_the_sink_until_it_is_back()
 
     // the sink creates its table and waits on the empty topic
     let sink = start_sink(config.clone());
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    while db
-        .query_one("SELECT to_regclass($1) IS NULL", &[&table])
-        .await?
-        .get::<_, bool>(0)
-    {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the sink never created its table"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_for_table(&db, &table).await?;
 
     // hold the table so no insert can finish, and keep killing the sink's sessions for 6 s:
     // every attempt fails with a lost connection (transient) and the retries run out

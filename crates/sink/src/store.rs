@@ -103,6 +103,29 @@ pub struct Store {
     insert_sql: String,
 }
 
+/// What `land` did with a batch.
+struct Landed {
+    /// Rows newly inserted.
+    inserted: u64,
+    /// Decoded messages PostgreSQL accepted (inserted, duplicates and conflicts).
+    accepted: u64,
+    /// Conflicting duplicates among them.
+    conflicts: u64,
+    /// Messages to park: undecodable, rejected, conflicting.
+    parked: Vec<Parked>,
+}
+
+impl Landed {
+    fn written(&self) -> Written {
+        Written {
+            inserted: self.inserted,
+            duplicates: self.accepted - self.inserted - self.conflicts,
+            conflicts: self.conflicts,
+            dead_letters: self.parked.len() as u64,
+        }
+    }
+}
+
 /// A message that becomes a dead letter, and why.
 struct Parked {
     index: usize,
@@ -267,7 +290,23 @@ impl Store {
             return Ok(Outcome::Stale(stale));
         }
 
-        // 2. rows, isolating the ones PostgreSQL rejects
+        // 2. rows, isolating the ones PostgreSQL rejects, and 3. conflicting duplicates
+        let landed = self.land(&tx, messages).await?;
+
+        // 4. dead letters
+        self.park(&tx, group, topic, messages, &landed.parked)
+            .await?;
+        tx.commit().await?;
+        Ok(Outcome::Committed(landed.written()))
+    }
+
+    /// Inserts the decodable messages (isolating rejected rows) and finds conflicting
+    /// duplicates; returns what was inserted and what is to be parked, and why.
+    async fn land(
+        &self,
+        tx: &PgTransaction<'_>,
+        messages: &[Message],
+    ) -> Result<Landed, StoreError> {
         let mut parked: Vec<Parked> = Vec::new();
         let mut rows: Vec<usize> = Vec::with_capacity(messages.len());
         for (i, m) in messages.iter().enumerate() {
@@ -282,30 +321,21 @@ impl Store {
             }
         }
         let inserted = self
-            .insert_isolating(&tx, messages, &rows, &mut parked)
+            .insert_isolating(tx, messages, &rows, &mut parked)
             .await?;
-
-        // 3. duplicates: the same content is a redelivery; different content is a conflict
+        // the same content is a redelivery; different content is a conflict
         let rejected: HashSet<usize> = parked.iter().map(|p| p.index).collect();
         let conflicts = self
-            .find_conflicts(&tx, messages, &rows, &rejected, &inserted)
+            .find_conflicts(tx, messages, &rows, &rejected, &inserted)
             .await?;
-        let inserted_count = inserted.len() as u64;
-        let conflict_count = conflicts.len() as u64;
-        parked.extend(conflicts);
-
-        // 4. dead letters
-        self.park(&tx, group, topic, messages, &parked).await?;
-        tx.commit().await?;
-
         let db_rejected = parked.iter().filter(|p| p.class == "rejected").count();
-        let accepted = (rows.len() - db_rejected) as u64;
-        Ok(Outcome::Committed(Written {
-            inserted: inserted_count,
-            duplicates: accepted - inserted_count - conflict_count,
-            conflicts: conflict_count,
-            dead_letters: parked.len() as u64,
-        }))
+        let landed = Landed {
+            inserted: inserted.len() as u64,
+            accepted: (rows.len() - db_rejected) as u64,
+            conflicts: conflicts.len() as u64,
+            parked: parked.into_iter().chain(conflicts).collect(),
+        };
+        Ok(landed)
     }
 
     /// Inserts the decoded messages at `rows`; a range PostgreSQL rejects with a data error
@@ -519,13 +549,13 @@ impl Store {
                 &[&ids, &class],
             )
             .await?;
-        let letters: Vec<(i64, Message)> = rows
+        let (letter_ids, messages): (Vec<i64>, Vec<Message>) = rows
             .iter()
             .map(|r| {
                 let payload: Option<Vec<u8>> = r.get(4);
                 let payload = payload.unwrap_or_default();
                 (
-                    r.get(0),
+                    r.get::<_, i64>(0),
                     Message {
                         partition: r.get(1),
                         offset: r.get(2),
@@ -536,32 +566,11 @@ impl Store {
                     },
                 )
             })
-            .collect();
-        let messages: Vec<Message> = letters.iter().map(|(_, m)| m.clone()).collect();
-        let mut parked: Vec<Parked> = Vec::new();
-        let mut rows_idx = Vec::new();
-        for (i, m) in messages.iter().enumerate() {
-            match &m.decoded {
-                Ok(_) => rows_idx.push(i),
-                Err(e) => parked.push(Parked {
-                    index: i,
-                    class: e.class(),
-                    field: e.field().map(str::to_owned),
-                    reason: e.to_string(),
-                }),
-            }
-        }
-        let inserted = self
-            .insert_isolating(&tx, &messages, &rows_idx, &mut parked)
-            .await?;
-        let rejected: HashSet<usize> = parked.iter().map(|p| p.index).collect();
-        parked.extend(
-            self.find_conflicts(&tx, &messages, &rows_idx, &rejected, &inserted)
-                .await?,
-        );
+            .unzip();
+        let landed = self.land(&tx, &messages).await?;
         let mut report = Replayed::default();
-        for (i, (id, _)) in letters.iter().enumerate() {
-            match parked.iter().find(|p| p.index == i) {
+        for (i, id) in letter_ids.iter().enumerate() {
+            match landed.parked.iter().find(|p| p.index == i) {
                 Some(p) => {
                     report.still_failing += 1;
                     tx.execute(
@@ -586,7 +595,7 @@ impl Store {
                 }
             }
         }
-        report.inserted = inserted.len() as u64;
+        report.inserted = landed.inserted;
         tx.commit().await?;
         Ok(report)
     }
