@@ -15,9 +15,12 @@ pub mod cli;
 pub mod config;
 pub mod pacing;
 pub mod publisher;
+pub mod stats;
 
 use std::io::Write;
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
@@ -25,9 +28,10 @@ use txn_model::{Generator, load_users};
 
 pub use config::{Pace, ProducerConfig};
 pub use publisher::PublishError;
+pub use stats::Latency;
 
 /// What a run did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub struct Report {
     /// Messages generated and handed to Kafka (or printed, in a dry run).
     pub sent: u64,
@@ -35,6 +39,12 @@ pub struct Report {
     pub delivered: u64,
     /// Messages that failed for good.
     pub failed: u64,
+    /// Payload bytes delivered.
+    pub bytes: u64,
+    /// From the first send to the last delivery report.
+    pub elapsed: Duration,
+    /// Delivery latency over the run.
+    pub latency: Latency,
 }
 
 impl Report {
@@ -84,9 +94,12 @@ pub async fn run(config: ProducerConfig, shutdown: CancellationToken) -> Result<
 
     let publisher = publisher::Publisher::connect(&config).await?;
     info!(servers = %config.bootstrap_servers, topic = %config.topic, pace = ?config.pace, count = ?config.count, "publishing");
+    // At slow paces each delivery is logged; at high rates a progress line every 5 s.
+    let progress =
+        (!config.logs_each_delivery()).then(|| tokio::spawn(progress(publisher.stats().clone())));
     let mut pacer = pacing::Pacer::new(config.pace);
-    let mut progress = Progress::new(!config.logs_each_delivery());
     let mut sent = 0u64;
+    // One payload buffer for the whole run: serialising allocates nothing per message.
     let mut payload = Vec::with_capacity(512);
     while config.count.is_none_or(|n| sent < n) {
         if let Some(due) = pacer.next_due() {
@@ -108,7 +121,6 @@ pub async fn run(config: ProducerConfig, shutdown: CancellationToken) -> Result<
         }
         sent += 1;
         pacer.sent();
-        progress.tick(publisher.counts(), sent);
     }
 
     info!(
@@ -117,18 +129,66 @@ pub async fn run(config: ProducerConfig, shutdown: CancellationToken) -> Result<
         "stopped generating; waiting for delivery reports"
     );
     publisher.drain().await;
+    if let Some(p) = progress {
+        p.abort();
+    }
+    let stats = publisher.stats();
     let report = Report {
         sent,
-        delivered: publisher
-            .counts()
-            .delivered
-            .load(std::sync::atomic::Ordering::Relaxed),
-        failed: publisher
-            .counts()
-            .failed
-            .load(std::sync::atomic::Ordering::Relaxed),
+        delivered: stats.delivered.load(Ordering::Relaxed),
+        failed: stats.failed.load(Ordering::Relaxed),
+        bytes: stats.bytes.load(Ordering::Relaxed),
+        elapsed: stats.elapsed(),
+        latency: stats.latency(),
     };
+    if !config.logs_each_delivery() {
+        info!("{}", report.summary());
+    }
     Ok(report)
+}
+
+impl Report {
+    /// The run in one line, as Kafka's `ProducerPerformance` prints it.
+    pub fn summary(&self) -> String {
+        let secs = self.elapsed.as_secs_f64().max(1e-9);
+        let l = &self.latency;
+        format!(
+            "{} records sent, {:.1} records/sec ({:.2} MB/sec), {:.2} ms avg latency, {:.2} ms max latency, {:.0} ms 50th, {:.0} ms 95th, {:.0} ms 99th, {:.0} ms 99.9th",
+            self.delivered,
+            self.delivered as f64 / secs,
+            self.bytes as f64 / secs / 1_048_576.0,
+            l.avg_ms,
+            l.max_ms,
+            l.p50_ms,
+            l.p95_ms,
+            l.p99_ms,
+            l.p999_ms
+        )
+    }
+}
+
+/// A progress line every 5 seconds: records/s, MB/s, average and maximum latency.
+async fn progress(stats: Arc<stats::Stats>) {
+    const EVERY: Duration = Duration::from_secs(5);
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + EVERY, EVERY);
+    let mut last_bytes = 0;
+    loop {
+        tick.tick().await;
+        let w = stats.take_window();
+        let bytes = stats.bytes.load(Ordering::Relaxed);
+        let secs = EVERY.as_secs_f64();
+        info!(
+            "{} records delivered, {:.1} records/sec ({:.2} MB/sec), {:.1} ms avg latency, {:.1} ms max latency; {} delivered, {} failed in all",
+            w.count,
+            w.count as f64 / secs,
+            (bytes - last_bytes) as f64 / secs / 1_048_576.0,
+            w.avg_ms,
+            w.max_ms,
+            stats.delivered.load(Ordering::Relaxed),
+            stats.failed.load(Ordering::Relaxed)
+        );
+        last_bytes = bytes;
+    }
 }
 
 async fn dry_run(
@@ -157,44 +217,6 @@ async fn dry_run(
     Ok(Report {
         sent,
         delivered: sent,
-        failed: 0,
+        ..Report::default()
     })
-}
-
-/// A progress line every 5 seconds at high rates (slow paces log each delivery instead).
-struct Progress {
-    enabled: bool,
-    last: Instant,
-    last_delivered: u64,
-}
-
-impl Progress {
-    const EVERY: Duration = Duration::from_secs(5);
-
-    fn new(enabled: bool) -> Progress {
-        Progress {
-            enabled,
-            last: Instant::now(),
-            last_delivered: 0,
-        }
-    }
-
-    fn tick(&mut self, counts: &publisher::Deliveries, sent: u64) {
-        if !self.enabled || self.last.elapsed() < Self::EVERY {
-            return;
-        }
-        let delivered = counts.delivered.load(std::sync::atomic::Ordering::Relaxed);
-        let failed = counts.failed.load(std::sync::atomic::Ordering::Relaxed);
-        let secs = self.last.elapsed().as_secs_f64();
-        let rate = (delivered - self.last_delivered) as f64 / secs;
-        info!(
-            sent,
-            delivered,
-            failed,
-            records_per_sec = rate.round(),
-            "progress"
-        );
-        self.last = Instant::now();
-        self.last_delivered = delivered;
-    }
 }

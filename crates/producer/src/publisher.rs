@@ -5,7 +5,6 @@
 //! So "all permits back" means "every message accounted for", which is how shutdown waits.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use rdkafka::ClientContext;
@@ -17,6 +16,7 @@ use tokio::sync::Semaphore;
 use tracing::{error, info, warn};
 
 use crate::config::ProducerConfig;
+use crate::stats::Stats;
 
 /// Why publishing could not start or go on.
 #[derive(Debug, thiserror::Error)]
@@ -32,18 +32,9 @@ pub enum PublishError {
     Enqueue(#[source] KafkaError),
 }
 
-/// Delivery counters shared with the librdkafka callback thread.
-#[derive(Debug, Default)]
-pub struct Deliveries {
-    /// Messages acknowledged by the broker.
-    pub delivered: AtomicU64,
-    /// Messages that failed (timed out, rejected).
-    pub failed: AtomicU64,
-}
-
 /// The producer context: accounts for every delivery report.
 pub struct DeliveryContext {
-    counts: Arc<Deliveries>,
+    stats: Arc<Stats>,
     permits: Arc<Semaphore>,
     log_each: bool,
     servers: String,
@@ -64,12 +55,13 @@ impl ClientContext for DeliveryContext {
 }
 
 impl ProducerContext for DeliveryContext {
-    type DeliveryOpaque = ();
+    /// When the record was sent, from `Stats::stamp`.
+    type DeliveryOpaque = usize;
 
-    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+    fn delivery(&self, result: &DeliveryResult<'_>, sent_at: usize) {
         match result {
             Ok(msg) => {
-                self.counts.delivered.fetch_add(1, Ordering::Relaxed);
+                self.stats.delivered(sent_at, msg.payload_len());
                 if self.log_each {
                     let tx_id = msg
                         .payload()
@@ -85,7 +77,7 @@ impl ProducerContext for DeliveryContext {
                 }
             }
             Err((err, msg)) => {
-                self.counts.failed.fetch_add(1, Ordering::Relaxed);
+                self.stats.failed();
                 error!(error = %describe_delivery_error(err, msg.topic()), partition = msg.partition(), "message not delivered");
             }
         }
@@ -112,7 +104,7 @@ pub struct Publisher {
     producer: ThreadedProducer<DeliveryContext>,
     permits: Arc<Semaphore>,
     max_in_flight: usize,
-    counts: Arc<Deliveries>,
+    stats: Arc<Stats>,
     topic: String,
 }
 
@@ -124,9 +116,9 @@ impl Publisher {
     /// broker answers in time.
     pub async fn connect(config: &ProducerConfig) -> Result<Publisher, PublishError> {
         let permits = Arc::new(Semaphore::new(config.max_in_flight));
-        let counts = Arc::new(Deliveries::default());
+        let stats = Arc::new(Stats::new());
         let context = DeliveryContext {
-            counts: counts.clone(),
+            stats: stats.clone(),
             permits: permits.clone(),
             log_each: config.logs_each_delivery(),
             servers: config.bootstrap_servers.clone(),
@@ -152,7 +144,7 @@ impl Publisher {
             producer,
             permits,
             max_in_flight: config.max_in_flight,
-            counts,
+            stats,
             topic: config.topic.clone(),
         })
     }
@@ -168,7 +160,9 @@ impl Publisher {
         // Invariant: the semaphore is never closed.
         let permit = self.permits.acquire().await.expect("semaphore open");
         permit.forget(); // returned by the delivery callback
-        let mut record = BaseRecord::to(&self.topic).key(key).payload(payload);
+        let mut record = BaseRecord::with_opaque_to(&self.topic, self.stats.stamp())
+            .key(key)
+            .payload(payload);
         loop {
             match self.producer.send(record) {
                 Ok(()) => return Ok(()),
@@ -189,9 +183,9 @@ impl Publisher {
         self.max_in_flight - self.permits.available_permits()
     }
 
-    /// The delivery counters.
-    pub fn counts(&self) -> &Deliveries {
-        &self.counts
+    /// The delivery statistics.
+    pub fn stats(&self) -> &Arc<Stats> {
+        &self.stats
     }
 
     /// Waits until every message sent has its delivery report: each is then either
