@@ -124,13 +124,13 @@ async fn lock_table(stack: &Stack, table: &str) -> anyhow::Result<tokio_postgres
     Ok(locker)
 }
 
-/// Waits until a session of the sink waits on a lock (its insert is blocked).
-async fn wait_for_blocked_insert(db: &tokio_postgres::Client) -> anyhow::Result<()> {
+/// Waits until a session of the sink waits on a lock (its write is blocked).
+async fn wait_for_blocked_write(db: &tokio_postgres::Client) -> anyhow::Result<()> {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     loop {
         let blocked: i64 = db
             .query_one(
-                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE 'INSERT INTO %'",
+                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND (query LIKE 'INSERT INTO %' OR query LIKE 'COPY %')",
                 &[],
             )
             .await?
@@ -140,7 +140,7 @@ async fn wait_for_blocked_insert(db: &tokio_postgres::Client) -> anyhow::Result<
         }
         anyhow::ensure!(
             tokio::time::Instant::now() < deadline,
-            "the sink's insert never blocked"
+            "the sink's write never blocked"
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -166,7 +166,7 @@ async fn sink_stop_signals_the_drain_deadline_and_a_second_signal_lose_nothing()
     wait_for_table(&db, &table).await?;
     let locker = lock_table(&stack, &table).await?;
     produce(&stack, &topic, 50).await?;
-    wait_for_blocked_insert(&db).await?;
+    wait_for_blocked_write(&db).await?;
     let stopped_at = tokio::time::Instant::now();
     terminate(&child);
     let out = tokio::time::timeout(Duration::from_secs(30), child.wait_with_output()).await??;
@@ -192,7 +192,7 @@ async fn sink_stop_signals_the_drain_deadline_and_a_second_signal_lose_nothing()
     wait_for_rows(&db, &table, 50, Duration::from_secs(60)).await?;
     let locker = lock_table(&stack, &table).await?;
     produce(&stack, &topic, 20).await?;
-    wait_for_blocked_insert(&db).await?;
+    wait_for_blocked_write(&db).await?;
     terminate(&child);
     tokio::time::sleep(Duration::from_millis(300)).await;
     let second_at = tokio::time::Instant::now();

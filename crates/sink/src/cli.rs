@@ -22,7 +22,7 @@ pub struct Args {
     pub group_id: String,
 
     /// Most messages written in one database transaction.
-    #[arg(long, env = "SINK_BATCH_SIZE", default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    #[arg(long, env = "SINK_BATCH_SIZE", default_value_t = 5000, value_parser = clap::value_parser!(u32).range(1..=100_000))]
     pub batch_size: u32,
 
     /// Table to write (schema.table allowed); created when missing.

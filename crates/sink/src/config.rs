@@ -65,7 +65,7 @@ pub struct SinkConfig {
     pub topic: String,
     /// Consumer group (default `transactions-sink`); offsets are committed under it.
     pub group_id: String,
-    /// Most messages written in one database transaction (default 1000). A batch is
+    /// Most messages written in one database transaction (default 5000). A batch is
     /// whatever has arrived, up to this size: a lone message is written at once.
     pub batch_size: usize,
     /// Table to write (default `transactions_sink`; `schema.table` allowed).
@@ -93,7 +93,7 @@ impl Default for SinkConfig {
             bootstrap_servers: "127.0.0.1:9092".into(),
             topic: "transactions".into(),
             group_id: "transactions-sink".into(),
-            batch_size: 1000,
+            batch_size: 5000,
             table: "transactions_sink".into(),
             postgres: PgConfig::default(),
             retry: RetryPolicy::default(),

@@ -169,7 +169,9 @@ pub async fn connect(config: &SinkConfig) -> Result<Arc<SinkConsumer>, ConsumeEr
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", "earliest")
-        .set("enable.partition.eof", "false");
+        .set("enable.partition.eof", "false")
+        // bound the prefetch queue (default 64 MiB): memory stays small, the batches full
+        .set("queued.max.messages.kbytes", "16384");
     txn_runtime::kafka::apply_options(&mut client, &config.kafka_options);
     let consumer: SinkConsumer = client
         .create_with_context(SinkContext::default())

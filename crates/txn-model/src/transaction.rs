@@ -117,6 +117,12 @@ impl Transaction {
     /// misses a field, has a mistyped one, or holds a value the table cannot store.
     pub fn from_json(payload: &[u8]) -> Result<Transaction, DecodeError> {
         let text = std::str::from_utf8(payload).map_err(|e| DecodeError::NotUtf8(e.to_string()))?;
+        // Fast path: plain decoding; the path-tracking decoder below runs only to explain
+        // a failure (it names the offending field, at a cost on every message).
+        if let Ok(tx) = serde_json::from_str::<Transaction>(text) {
+            tx.validate()?;
+            return Ok(tx);
+        }
         let mut de = serde_json::Deserializer::from_str(text);
         let tx: Transaction = serde_path_to_error::deserialize(&mut de).map_err(|e| {
             let path = e.path().to_string();

@@ -1,0 +1,157 @@
+#!/usr/bin/env bash
+# The benchmark: producer and sink against the local stack, each against a baseline run
+# in the same script on the same machine, figures quoted as ratios. Writes BENCHMARKS.md.
+#
+#   bench/run.sh                 # 1,000,000 messages (about ten minutes)
+#   BENCH_MESSAGES=100000 bench/run.sh   # a quicker look
+#
+# 1. producer: N messages at --rate 0, versus Kafka's ProducerPerformance with the same
+#    payloads (our JSON lines via --payload-file), acks=all, idempotence, lz4, linger 5 ms;
+# 2. sink drain: N messages preloaded in a 6-partition topic; from sink start to the last
+#    row committed; versus `psql \copy` of the same rows (CSV) into an empty table of the
+#    same definition (the ceiling), and versus a consumer written the way the seed's works
+#    (one INSERT and commit per message) on BENCH_PER_ROW (20,000) messages;
+# 3. latency at 10 messages/s for 60 s: from the message's timestamp to the row being
+#    visible (polled every 2 ms), p50 and p99;
+# 4. peak resident memory of producer and sink during 1 and 2.
+# It is a benchmark, not a test: it asserts nothing.
+set -euo pipefail
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$ROOT"
+export PATH="$HOME/.cargo/bin:$PATH"
+N=${BENCH_MESSAGES:-1000000}
+PER_ROW=${BENCH_PER_ROW:-20000}
+LAT_RATE=10
+LAT_SECS=${BENCH_LATENCY_SECS:-60}
+RUN=$(date +%s)
+OUT=$(mktemp -d)
+log() { printf 'bench: %s\n' "$*" >&2; }
+die() { printf "bench: error: %s\n" "$*" >&2; exit 1; }
+
+command -v /usr/bin/time >/dev/null || apt-get install -y -qq time >/dev/null
+scripts/stack.sh up
+# shellcheck source=../scripts/env.sh
+source scripts/env.sh
+load_env
+log "building release binaries"
+cargo build -q --release -p producer -p sink -p bench
+BIN=target/release
+KJAVA=(java -Xmx512m -cp ".stack/kafka/libs/*" -Dlog4j2.configurationFile=/dev/null)
+BOOT=$KAFKA_BOOTSTRAP_SERVERS
+sql() { PGPASSWORD=$POSTGRES_PASSWORD psql -X -q -At -h 127.0.0.1 -p "$POSTGRES_PORT" -U "$POSTGRES_USER" -d "$POSTGRES_DB" "$@"; }
+topic() { "${KJAVA[@]}" org.apache.kafka.tools.TopicCommand --bootstrap-server "$BOOT" --create --topic "$1" --partitions "$2" --replication-factor 1 >/dev/null; }
+now() { date +%s.%N; }
+rss_mb() { awk '{printf "%.1f", $1/1024}' "$1"; }
+# Stops a program started under /usr/bin/time: the signal goes to time's child.
+stop_timed() { pkill -TERM -P "$1" || true; wait "$1" || true; }
+
+# --- 1. producer ---------------------------------------------------------------------
+TP=bench_p_$RUN
+topic "$TP" 6
+log "1. producer: $N messages at --rate 0"
+/usr/bin/time -f %M -o "$OUT/producer.rss" \
+  $BIN/producer --topic "$TP" --count "$N" --rate 0 2>"$OUT/producer.log"
+SUMMARY=$(grep "records sent" "$OUT/producer.log" | tail -1 | sed 's/.*INFO producer: //')
+OURS_RPS=$(sed -E 's/.* ([0-9.]+) records\/sec.*/\1/' <<<"$SUMMARY")
+OURS_MBS=$(sed -E 's/.*\(([0-9.]+) MB\/sec\).*/\1/' <<<"$SUMMARY")
+SIZE=$(awk -v r="$OURS_RPS" -v m="$OURS_MBS" 'BEGIN{printf "%d", m*1048576/r}')
+$BIN/producer --dry-run --count 20000 --rate 0 --seed 1 >"$OUT/payloads.jsonl" 2>/dev/null
+TPP=bench_pp_$RUN
+topic "$TPP" 6
+log "1. ProducerPerformance: $N records of our payloads (mean $SIZE bytes)"
+"${KJAVA[@]}" org.apache.kafka.tools.ProducerPerformance --topic "$TPP" --num-records "$N" \
+  --payload-file "$OUT/payloads.jsonl" --throughput -1 \
+  --producer-props bootstrap.servers="$BOOT" acks=all enable.idempotence=true linger.ms=5 compression.type=lz4 \
+  >"$OUT/pp.log" 2>&1
+PP_SUMMARY=$(grep "records sent" "$OUT/pp.log" | tail -1)
+PP_RPS=$(sed -E 's/^[0-9]+ records sent, ([0-9.]+) records\/sec.*/\1/' <<<"$PP_SUMMARY")
+P_RATIO=$(awk -v a="$OURS_RPS" -v b="$PP_RPS" 'BEGIN{printf "%.2f", a/b}')
+
+# --- 2. sink drain -------------------------------------------------------------------
+TS=bench_sink_$RUN
+log "2. sink: draining the $N messages of $TP"
+T0=$(now)
+/usr/bin/time -f %M -o "$OUT/sink.rss" \
+  $BIN/sink --topic "$TP" --table "$TS" --group-id "bench_$RUN" 2>"$OUT/sink.log" &
+SINK=$!
+until [ "$(sql -c "SELECT count(*) FROM $TS" 2>/dev/null || echo 0)" -ge "$N" ]; do sleep 0.1; done
+T1=$(now)
+stop_timed "$SINK"
+SINK_SECS=$(awk -v a="$T0" -v b="$T1" 'BEGIN{printf "%.2f", b-a}')
+SINK_RPS=$(awk -v n="$N" -v s="$SINK_SECS" 'BEGIN{printf "%.0f", n/s}')
+
+log "2. ceiling: psql \\copy of the same rows into an empty table of the same definition"
+sql -c "\\copy (SELECT * FROM $TS) TO '$OUT/rows.csv' CSV"
+sql -c "CREATE TABLE ${TS}_copy (LIKE $TS INCLUDING ALL)"
+T0=$(now)
+sql -c "\\copy ${TS}_copy FROM '$OUT/rows.csv' CSV"
+T1=$(now)
+COPY_SECS=$(awk -v a="$T0" -v b="$T1" 'BEGIN{printf "%.2f", b-a}')
+COPY_RPS=$(awk -v n="$N" -v s="$COPY_SECS" 'BEGIN{printf "%.0f", n/s}')
+
+log "2. baseline: one INSERT and commit per message, $PER_ROW messages"
+PR=$($BIN/per_row_consumer --topic "$TP" --table "bench_perrow_$RUN" --count "$PER_ROW")
+PR_RPS=$(sed -E 's/.*rows_per_sec=([0-9.]+).*/\1/' <<<"$PR")
+C_RATIO=$(awk -v a="$SINK_RPS" -v b="$COPY_RPS" 'BEGIN{printf "%.2f", a/b}')
+R_RATIO=$(awk -v a="$SINK_RPS" -v b="$PR_RPS" 'BEGIN{printf "%.1f", a/b}')
+
+# --- 3. latency ----------------------------------------------------------------------
+TL=bench_l_$RUN
+LAT_N=$((LAT_RATE * LAT_SECS))
+topic "$TL" 3
+log "3. latency: $LAT_RATE messages/s for $LAT_SECS s"
+$BIN/sink --topic "$TL" --table "$TL" --group-id "bench_l_$RUN" 2>"$OUT/sink_l.log" &
+SINK=$!
+until [ "$(sql -c "SELECT to_regclass('$TL') IS NOT NULL")" = t ]; do sleep 0.1; done
+$BIN/latency_probe --table "$TL" --count "$LAT_N" >"$OUT/latency.txt" &
+PROBE=$!
+sleep 3 # the sink joins its group
+$BIN/producer --topic "$TL" --rate "$LAT_RATE" --count "$LAT_N" 2>/dev/null
+wait "$PROBE"
+kill -TERM "$SINK"; wait "$SINK" || true
+P50=$(sed -E 's/.*p50_ms=([0-9.]+).*/\1/' "$OUT/latency.txt")
+P99=$(sed -E 's/.*p99_ms=([0-9.]+).*/\1/' "$OUT/latency.txt")
+
+# --- 4. report -----------------------------------------------------------------------
+for t in "$TS" "${TS}_copy" "bench_perrow_$RUN" "$TL"; do sql -c "DROP TABLE IF EXISTS $t, ${t}_offsets, ${t}_dead_letters" || true; done
+PRSS=$(rss_mb "$OUT/producer.rss"); SRSS=$(rss_mb "$OUT/sink.rss")
+mark() { awk -v v="$1" -v t="$2" -v dir="$3" 'BEGIN{ok = (dir == ">=") ? (v >= t) : (v < t); print ok ? "met" : "**missed**"}'; }
+CPU=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')
+PGV=$(sql -c "SHOW server_version")
+RUSTV=$(rustc --version | cut -d' ' -f2)
+RDK=$(grep -A1 'name = "rdkafka-sys"' Cargo.lock | tail -1 | sed -E 's/.*\+([0-9.]+)".*/\1/')
+cat >BENCHMARKS.md <<MD
+# Benchmarks
+
+Written by \`bench/run.sh\` on $(date -u '+%Y-%m-%d %H:%M UTC'). Every figure is measured in
+the same run on the same machine as its baseline, and quoted as a ratio: the machine is
+shared and noisy, so absolute numbers move between runs while ratios hold better.
+
+- machine: $(nproc) cores ($CPU), $(awk '/MemTotal/{printf "%.0f GiB", $2/1048576}' /proc/meminfo); everything on loopback
+- versions: Apache Kafka 4.1.1 (single KRaft node, \`scripts/stack.sh\`), PostgreSQL $PGV, librdkafka $RDK, rustc $RUSTV, release build
+- messages: $N ($SIZE bytes of JSON on average), topic of 6 partitions
+
+| measure | ours | baseline | ratio | target |
+|---|---|---|---|---|
+| producer, records/s at \`--rate 0\` | $OURS_RPS | ProducerPerformance $PP_RPS | **$P_RATIO×** | ≥ 1.0× ($(mark "$P_RATIO" 1.0 ">=")) |
+| sink drain, rows/s (start to last row committed) | $SINK_RPS ($SINK_SECS s) | \`psql \\copy\` $COPY_RPS ($COPY_SECS s) | **$C_RATIO×** | ≥ 0.8× ($(mark "$C_RATIO" 0.8 ">=")) |
+| sink drain versus the seed-style consumer | $SINK_RPS | one INSERT + commit per message: $PR_RPS | **$R_RATIO×** | ≥ 50× ($(mark "$R_RATIO" 50 ">=")) |
+| latency at $LAT_RATE msg/s for $LAT_SECS s, message timestamp → row visible | p50 $P50 ms, p99 $P99 ms | | | p99 < 50 ms ($(mark "$P99" 50 "<")) |
+| peak resident memory, producer (1) | $PRSS MB | | | < 32 MB ($(mark "$PRSS" 32 "<")) |
+| peak resident memory, sink (2) | $SRSS MB | | | < 64 MB ($(mark "$SRSS" 64 "<")) |
+
+Producer summary: \`$SUMMARY\`
+
+ProducerPerformance: \`$PP_SUMMARY\`
+
+Notes
+- ProducerPerformance runs with the producer's own settings (acks=all, idempotence, lz4,
+  linger 5 ms) and our JSON payloads (\`--payload-file\`), so both send the same bytes.
+- The ceiling is PostgreSQL's own bulk load into the same indexed table; the sink does more
+  per row (Kafka fetch, JSON decoding and validation, offsets and dead letters in the same
+  transaction, conflict detection).
+- Latency includes the producer's linger (5 ms), the broker, the sink's fetch and the
+  database commit; the probe polls every 2 ms.
+MD
+log "wrote BENCHMARKS.md"
+cat BENCHMARKS.md
