@@ -81,7 +81,8 @@ pub struct SinkConfig {
     pub drain_timeout: Duration,
     /// First wait between database probes during an outage (default 500 ms); doubles.
     pub probe_min: Duration,
-    /// Longest wait between database probes during an outage (default 10 s).
+    /// Longest wait between database probes during an outage (default 2 s: a probe is
+    /// one `SELECT 1`, and the sink resumes at most this long after PostgreSQL is back).
     pub probe_max: Duration,
     /// Extra librdkafka properties (`key=value`), applied last.
     pub kafka_options: Vec<(String, String)>,
@@ -100,7 +101,7 @@ impl Default for SinkConfig {
             connect_timeout: Duration::from_secs(15),
             drain_timeout: Duration::from_secs(20),
             probe_min: Duration::from_millis(500),
-            probe_max: Duration::from_secs(10),
+            probe_max: Duration::from_secs(2),
             kafka_options: Vec::new(),
         }
     }
