@@ -705,6 +705,12 @@ async fn undeliverable_messages_make_the_producer_exit_nonzero_saying_how_many()
     report_figures(&format!(
         "FIGURES undeliverable: sent={sent} delivered={delivered} failed={failed} in_topic={in_topic} exit=1"
     ));
-    assert_eq!(in_topic, delivered);
+    // every message reported delivered is in the topic; a failure reported as a timeout may
+    // still have reached the broker before it stopped (the acknowledgement was lost), so the
+    // topic may hold a few of the failed ones too, never more than were sent
+    assert!(
+        in_topic >= delivered && in_topic <= sent,
+        "{in_topic} in the topic for {line}"
+    );
     Ok(())
 }

@@ -31,7 +31,7 @@ async fn main() -> ExitCode {
                 sent = r.sent,
                 delivered = r.delivered,
                 failed = r.failed,
-                "{} of {} messages were not delivered: see the errors above",
+                "{} of {} messages were not delivered (a message that timed out may still have reached the broker): see the errors above",
                 r.sent - r.delivered,
                 r.sent
             );
