@@ -12,7 +12,7 @@ use hdrhistogram::Histogram;
 #[derive(Parser)]
 struct Args {
     #[command(flatten)]
-    pg: bench::Pg,
+    pg: txn_runtime::postgres::PgArgs,
     /// Table the sink writes.
     #[arg(long)]
     table: String,
@@ -24,7 +24,7 @@ struct Args {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let db = args.pg.connect().await?;
+    let db = bench::connect(&args.pg).await?;
     let poll = db
         .prepare(&format!(
             "SELECT tx_id, \"timestamp\" FROM {} WHERE \"timestamp\" >= $1",

@@ -15,7 +15,7 @@ struct Args {
     #[command(flatten)]
     kafka: txn_runtime::kafka::KafkaArgs,
     #[command(flatten)]
-    pg: bench::Pg,
+    pg: txn_runtime::postgres::PgArgs,
     /// Table to write (created if missing).
     #[arg(long)]
     table: String,
@@ -27,7 +27,7 @@ struct Args {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let db = args.pg.connect().await?;
+    let db = bench::connect(&args.pg).await?;
     let table = &args.table;
     db.batch_execute(&format!(
         "CREATE TABLE IF NOT EXISTS {table} (tx_id VARCHAR PRIMARY KEY, user_id VARCHAR NOT NULL, \

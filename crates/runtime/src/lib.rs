@@ -3,6 +3,7 @@
 //! Future operational concerns (metrics, health endpoints, JSON logs) belong here too.
 
 pub mod kafka;
+pub mod postgres;
 
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;

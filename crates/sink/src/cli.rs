@@ -29,30 +29,8 @@ pub struct Args {
     #[arg(long, env = "SINK_TABLE", default_value = "transactions_sink")]
     pub table: String,
 
-    /// PostgreSQL host.
-    #[arg(long, env = "POSTGRES_HOST", default_value = "localhost")]
-    pub postgres_host: String,
-
-    /// PostgreSQL port.
-    #[arg(long, env = "POSTGRES_PORT", default_value_t = 5432)]
-    pub postgres_port: u16,
-
-    /// PostgreSQL database.
-    #[arg(long, env = "POSTGRES_DB", default_value = "kafka_sink")]
-    pub postgres_db: String,
-
-    /// PostgreSQL user.
-    #[arg(long, env = "POSTGRES_USER", default_value = "kafka_sink")]
-    pub postgres_user: String,
-
-    /// PostgreSQL password (prefer the environment or .env to the command line).
-    #[arg(
-        long,
-        env = "POSTGRES_PASSWORD",
-        default_value = "kafka_sink",
-        hide_env_values = true
-    )]
-    pub postgres_password: String,
+    #[command(flatten)]
+    pub postgres: txn_runtime::postgres::PgArgs,
 
     /// Retries of a transient database error before the sink stops (with backoff).
     #[arg(long, env = "SINK_RETRIES", default_value_t = 3)]
@@ -95,11 +73,11 @@ impl Args {
             batch_size: self.batch_size as usize,
             table: self.table,
             postgres: PgConfig {
-                host: self.postgres_host,
-                port: self.postgres_port,
-                database: self.postgres_db,
-                user: self.postgres_user,
-                password: self.postgres_password,
+                host: self.postgres.postgres_host,
+                port: self.postgres.postgres_port,
+                database: self.postgres.postgres_db,
+                user: self.postgres.postgres_user,
+                password: self.postgres.postgres_password,
                 connect_timeout: Duration::from_secs(10),
                 ..PgConfig::default()
             },
