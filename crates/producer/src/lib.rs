@@ -101,6 +101,9 @@ pub async fn run(config: ProducerConfig, shutdown: CancellationToken) -> Result<
     let mut sent = 0u64;
     // One payload buffer for the whole run: serialising allocates nothing per message.
     let mut payload = Vec::with_capacity(512);
+    // An enqueue error ends generation, but the messages already in flight are still
+    // drained below before the error is returned: none is left to `Drop`.
+    let mut enqueue_error = None;
     while config.count.is_none_or(|n| sent < n) {
         if let Some(due) = pacer.next_due() {
             tokio::select! {
@@ -117,7 +120,10 @@ pub async fn run(config: ProducerConfig, shutdown: CancellationToken) -> Result<
         serde_json::to_writer(&mut payload, &tx).expect("a Transaction always serializes");
         tokio::select! {
             _ = shutdown.cancelled() => break,
-            r = publisher.send(tx.user_id.as_bytes(), &payload) => r?,
+            r = publisher.send(tx.user_id.as_bytes(), &payload) => if let Err(e) = r {
+                enqueue_error = Some(e);
+                break;
+            },
         }
         sent += 1;
         pacer.sent();
@@ -131,6 +137,9 @@ pub async fn run(config: ProducerConfig, shutdown: CancellationToken) -> Result<
     publisher.drain().await;
     if let Some(p) = progress {
         p.abort();
+    }
+    if let Some(e) = enqueue_error {
+        return Err(e.into());
     }
     let stats = publisher.stats();
     let report = Report {
