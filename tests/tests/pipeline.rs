@@ -61,22 +61,27 @@ async fn thousand_transactions_land_exactly_once_with_equal_fields() -> anyhow::
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stopping_and_restarting_the_sink_mid_stream_loses_and_duplicates_nothing()
 -> anyhow::Result<()> {
+    // enough small batches that both stops land mid-stream however fast the machine
+    const MESSAGES: i64 = 20_000;
     let stack = stack();
     let topic = unique("e2e_restart");
     let table = unique("sink_restart");
     create_topic(&stack, &topic, 3).await?;
-    produce(&stack, &topic, 6000).await?;
+    produce(&stack, &topic, MESSAGES as u64).await?;
     let db = pg(&stack).await?;
 
     let mut config = sink_config(&stack, &topic, &table);
-    config.batch_size = 100; // many small batches, so the stops land mid-stream
+    config.batch_size = 20; // many small batches, so the stops land mid-stream
 
     // 1. a clean stop part-way through
     let first = start_sink(config.clone());
     let seen = wait_for_rows(&db, &table, 1000, Duration::from_secs(60)).await?;
     let r1 = first.stop().await?;
     let after_stop = count_rows(&db, &table).await?;
-    assert!(after_stop < 6000, "stopped mid-stream ({seen} rows seen)");
+    assert!(
+        after_stop < MESSAGES,
+        "stopped mid-stream ({seen} rows seen)"
+    );
     assert_eq!(
         r1.inserted as i64, after_stop,
         "clean stop: every batch consumed was written"
@@ -90,18 +95,18 @@ async fn stopping_and_restarting_the_sink_mid_stream_loses_and_duplicates_nothin
 
     // 3. a restart drains the rest; redelivered messages are skipped, not duplicated
     let third = start_sink(config.clone());
-    wait_for_rows(&db, &table, 6000, Duration::from_secs(90)).await?;
+    wait_for_rows(&db, &table, MESSAGES, Duration::from_secs(90)).await?;
     let r3 = third.stop().await?;
 
     let produced = decode_all(&read_topic(&stack, &topic).await?);
     let stored = table_rows(&db, &table).await?;
     assert_same(&produced, &stored);
-    assert_eq!(stored.len(), 6000);
+    assert_eq!(stored.len() as i64, MESSAGES);
     let dup_free: i64 = db
         .query_one(&format!("SELECT count(DISTINCT tx_id) FROM {table}"), &[])
         .await?
         .get(0);
-    assert_eq!(dup_free, 6000);
+    assert_eq!(dup_free, MESSAGES);
     eprintln!(
         "restart test: first run inserted {}, final run inserted {} and skipped {} redelivered",
         r1.inserted, r3.inserted, r3.duplicates

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use sink::cli::Command;
 
-#[tokio::main]
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
     txn_runtime::load_dotenv();
     let mut args = sink::cli::Args::parse();

@@ -26,6 +26,7 @@ use tokio_postgres::NoTls;
 use tokio_postgres::binary_copy::BinaryCopyInWriter;
 use tokio_postgres::types::Type;
 use txn_model::{DecodeError, Transaction};
+use uuid::fmt::Hyphenated;
 
 use crate::config::PgConfig;
 use crate::error::{ErrorClass, StoreError, io_error};
@@ -141,6 +142,14 @@ impl Landed {
             dead_letters: self.parked.len() as u64,
         }
     }
+}
+
+/// Which rows `insert_isolating` inserted.
+enum Inserted {
+    /// All of them (the COPY fast path).
+    All,
+    /// The rows of these `tx_id`s (the others were stored before, or rejected).
+    These(HashSet<String>),
 }
 
 /// A message that becomes a dead letter, and why.
@@ -345,17 +354,24 @@ impl Store {
                 }),
             }
         }
-        let inserted = self
+        let (inserted, conflicts) = match self
             .insert_isolating(tx, messages, &rows, &mut parked)
-            .await?;
-        // the same content is a redelivery; different content is a conflict
-        let rejected: HashSet<usize> = parked.iter().map(|p| p.index).collect();
-        let conflicts = self
-            .find_conflicts(tx, messages, &rows, &rejected, &inserted)
-            .await?;
+            .await?
+        {
+            // the COPY took every row: no tx_id was stored before, none repeats in the batch
+            Inserted::All => (rows.len() as u64, Vec::new()),
+            Inserted::These(inserted) => {
+                // the same content is a redelivery; different content is a conflict
+                let rejected: HashSet<usize> = parked.iter().map(|p| p.index).collect();
+                let conflicts = self
+                    .find_conflicts(tx, messages, &rows, &rejected, &inserted)
+                    .await?;
+                (inserted.len() as u64, conflicts)
+            }
+        };
         let db_rejected = parked.iter().filter(|p| p.class == "rejected").count();
         let landed = Landed {
-            inserted: inserted.len() as u64,
+            inserted,
             accepted: (rows.len() - db_rejected) as u64,
             conflicts: conflicts.len() as u64,
             parked: parked.into_iter().chain(conflicts).collect(),
@@ -365,15 +381,14 @@ impl Store {
 
     /// Inserts the decoded messages at `rows`; a range PostgreSQL rejects with a data error
     /// is rolled back to its savepoint and split in halves, down to the single bad rows,
-    /// which are parked. Returns the `tx_id`s inserted.
+    /// which are parked. Returns which rows were inserted.
     async fn insert_isolating(
         &self,
         tx: &PgTransaction<'_>,
         messages: &[Message],
         rows: &[usize],
         parked: &mut Vec<Parked>,
-    ) -> Result<HashSet<String>, StoreError> {
-        let mut inserted = HashSet::with_capacity(rows.len());
+    ) -> Result<Inserted, StoreError> {
         let decoded = |lo: usize, hi: usize| -> Vec<&Transaction> {
             rows[lo..hi]
                 .iter()
@@ -381,7 +396,7 @@ impl Store {
                 .collect()
         };
         if rows.is_empty() {
-            return Ok(inserted);
+            return Ok(Inserted::All);
         }
         // Fast path: binary COPY of the whole batch straight into the table, as fast as
         // PostgreSQL loads. A duplicate key or a rejected row aborts it; then the savepoint
@@ -391,8 +406,7 @@ impl Store {
         match self.copy(tx, &all).await {
             Ok(_) => {
                 tx.batch_execute("RELEASE SAVEPOINT rows").await?;
-                inserted.extend(all.iter().map(|t| t.tx_id.to_string()));
-                return Ok(inserted);
+                return Ok(Inserted::All);
             }
             Err(e) if e.class() == ErrorClass::Data => {
                 tx.batch_execute("ROLLBACK TO SAVEPOINT rows").await?;
@@ -403,6 +417,7 @@ impl Store {
         // Conflict-safe path: INSERT … ON CONFLICT DO NOTHING; a range with a rejected row is
         // split in halves down to the single bad rows.
         let stmt = tx.prepare_cached(&self.insert_sql).await?;
+        let mut inserted = HashSet::with_capacity(rows.len());
         let mut ranges = vec![(0, rows.len())];
         while let Some((lo, hi)) = ranges.pop() {
             if lo == hi {
@@ -454,7 +469,7 @@ impl Store {
                 }
             }
         }
-        Ok(inserted)
+        Ok(Inserted::These(inserted))
     }
 
     /// Binary COPY of `rows` into the table; the number of rows copied.
@@ -462,8 +477,10 @@ impl Store {
         let sink = tx.copy_in(&self.copy_sql).await?;
         let writer = BinaryCopyInWriter::new(sink, &COPY_TYPES);
         let mut writer = std::pin::pin!(writer);
+        let (mut tx_buf, mut user_buf) = ([0u8; Hyphenated::LENGTH], [0u8; Hyphenated::LENGTH]);
         for t in rows {
-            let (tx_id, user_id) = (t.tx_id.to_string(), t.user_id.to_string());
+            let tx_id: &str = t.tx_id.hyphenated().encode_lower(&mut tx_buf);
+            let user_id: &str = t.user_id.hyphenated().encode_lower(&mut user_buf);
             // Invariant: Transaction::validate checked that it fits an INTEGER.
             let ms = i32::try_from(t.processing_time_ms).unwrap_or(i32::MAX);
             writer
