@@ -36,7 +36,7 @@ load_env
 log "building release binaries"
 cargo build -q --release -p producer -p sink -p bench
 BIN=target/release
-KJAVA=(java -Xmx512m -cp ".stack/kafka/libs/*" -Dlog4j2.configurationFile=/dev/null)
+KJAVA=(java -Xmx512m -cp ".stack/kafka/libs/*" -Dlog4j2.configurationFile="$ROOT/scripts/kafka/tools-log4j2.properties")
 BOOT=$KAFKA_BOOTSTRAP_SERVERS
 sql() { PGPASSWORD=$POSTGRES_PASSWORD psql -X -q -At -h 127.0.0.1 -p "$POSTGRES_PORT" -U "$POSTGRES_USER" -d "$POSTGRES_DB" "$@"; }
 topic() { "${KJAVA[@]}" org.apache.kafka.tools.TopicCommand --bootstrap-server "$BOOT" --create --topic "$1" --partitions "$2" --replication-factor 1 >/dev/null; }
@@ -70,14 +70,14 @@ P_RATIO=$(awk -v a="$OURS_RPS" -v b="$PP_RPS" 'BEGIN{printf "%.2f", a/b}')
 # --- 2. sink drain -------------------------------------------------------------------
 TS=bench_sink_$RUN
 log "2. sink: draining the $N messages of $TP"
-T0=$(now)
+# wait_rows starts with the sink and polls the sink's offsets table over one connection
+# (a count(*) of the growing table, or a psql per poll, would steal CPU from the sink)
 /usr/bin/time -f %M -o "$OUT/sink.rss" \
   $BIN/sink --topic "$TP" --table "$TS" --group-id "bench_$RUN" 2>"$OUT/sink.log" &
 SINK=$!
-until [ "$(sql -c "SELECT count(*) FROM $TS" 2>/dev/null || echo 0)" -ge "$N" ]; do sleep 0.1; done
-T1=$(now)
+WAITED=$($BIN/wait_rows --table "$TS" --count "$N")
 stop_timed "$SINK"
-SINK_SECS=$(awk -v a="$T0" -v b="$T1" 'BEGIN{printf "%.2f", b-a}')
+SINK_SECS=$(sed -E 's/.*secs=([0-9.]+).*/\1/' <<<"$WAITED")
 SINK_RPS=$(awk -v n="$N" -v s="$SINK_SECS" 'BEGIN{printf "%.0f", n/s}')
 
 log "2. ceiling: psql \\copy of the same rows into an empty table of the same definition"
