@@ -43,6 +43,11 @@ pub struct Args {
     #[arg(long, env = "PRODUCER_DELIVERY_TIMEOUT_SECS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
     pub delivery_timeout: u64,
 
+    /// Most messages sent but not yet acknowledged: bounds the producer's memory
+    /// (about 1 KB each); sending waits while this many are in flight.
+    #[arg(long, env = "PRODUCER_MAX_IN_FLIGHT", default_value_t = ProducerConfig::default().max_in_flight, value_parser = in_flight)]
+    pub max_in_flight: usize,
+
     /// Extra librdkafka property, KEY=VALUE (repeatable; env: comma-separated).
     #[arg(short = 'K', long = "kafka-option", env = "PRODUCER_KAFKA_OPTIONS", value_delimiter = ',', value_parser = txn_runtime::key_value)]
     pub kafka_options: Vec<(String, String)>,
@@ -65,6 +70,7 @@ impl Args {
             seed: self.seed,
             dry_run: self.dry_run,
             delivery_timeout: Duration::from_secs(self.delivery_timeout),
+            max_in_flight: self.max_in_flight,
             kafka_options: self.kafka_options,
             ..ProducerConfig::default()
         }
@@ -75,6 +81,13 @@ fn positive_secs(s: &str) -> Result<f64, String> {
     match s.parse::<f64>() {
         Ok(v) if v > 0.0 && v.is_finite() => Ok(v),
         _ => Err(format!("{s:?} is not a positive number of seconds")),
+    }
+}
+
+fn in_flight(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(v) if v >= 1 => Ok(v),
+        _ => Err(format!("{s:?} is not a positive number of messages")),
     }
 }
 
@@ -135,5 +148,14 @@ mod tests {
         );
         assert_eq!(c.count, Some(5));
         assert!(parse(&["-K", "novalue"]).is_err());
+        assert_eq!(
+            parse(&["--max-in-flight", "1000"]).unwrap().max_in_flight,
+            1000
+        );
+        assert_eq!(
+            parse(&[]).unwrap().max_in_flight,
+            ProducerConfig::default().max_in_flight
+        );
+        assert!(parse(&["--max-in-flight", "0"]).is_err());
     }
 }

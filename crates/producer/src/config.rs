@@ -53,7 +53,7 @@ impl Default for ProducerConfig {
             dry_run: false,
             delivery_timeout: Duration::from_secs(60),
             connect_timeout: Duration::from_secs(15),
-            max_in_flight: 50_000,
+            max_in_flight: 20_000,
             kafka_options: Vec::new(),
         }
     }
