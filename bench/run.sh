@@ -41,6 +41,10 @@ BOOT=$KAFKA_BOOTSTRAP_SERVERS
 sql() { PGPASSWORD=$POSTGRES_PASSWORD psql -X -q -At -h 127.0.0.1 -p "$POSTGRES_PORT" -U "$POSTGRES_USER" -d "$POSTGRES_DB" "$@"; }
 topic() { "${KJAVA[@]}" org.apache.kafka.tools.TopicCommand --bootstrap-server "$BOOT" --create --topic "$1" --partitions "$2" --replication-factor 1 >/dev/null; }
 now() { date +%s.%N; }
+# CPU seconds of a process and of its children that exited (PostgreSQL's backends)
+cpu_secs() { awk -v t="$(getconf CLK_TCK)" '{printf "%.2f", ($14+$15+$16+$17)/t}' "/proc/$1/stat"; }
+PGPID=$(head -1 .stack/postgres/data/postmaster.pid)
+KPID=$(cat .stack/kafka/node1/kafka.pid)
 rss_mb() { awk '{printf "%.1f", $1/1024}' "$1"; }
 # Stops a program started under /usr/bin/time: the signal goes to time's child.
 stop_timed() { pkill -TERM -P "$1" || true; wait "$1" || true; }
@@ -72,13 +76,44 @@ TS=bench_sink_$RUN
 log "2. sink: draining the $N messages of $TP"
 # wait_rows starts with the sink and polls the sink's offsets table over one connection
 # (a count(*) of the growing table, or a psql per poll, would steal CPU from the sink)
-/usr/bin/time -f %M -o "$OUT/sink.rss" \
+PG0=$(cpu_secs "$PGPID"); K0=$(cpu_secs "$KPID")
+/usr/bin/time -f "%M %U %S" -o "$OUT/sink.rss" \
   $BIN/sink --topic "$TP" --table "$TS" --group-id "bench_$RUN" 2>"$OUT/sink.log" &
 SINK=$!
 WAITED=$($BIN/wait_rows --table "$TS" --count "$N")
 stop_timed "$SINK"
+sleep 0.5 # the backends exit, so that the postmaster has their CPU time
 SINK_SECS=$(sed -E 's/.*secs=([0-9.]+).*/\1/' <<<"$WAITED")
 SINK_RPS=$(awk -v n="$N" -v s="$SINK_SECS" 'BEGIN{printf "%.0f", n/s}')
+SINK_CPU=$(awk '{printf "%.1f", $2+$3}' "$OUT/sink.rss")
+PG_CPU=$(awk -v a="$PG0" -v b="$(cpu_secs "$PGPID")" 'BEGIN{printf "%.1f", b-a}')
+K_CPU=$(awk -v a="$K0" -v b="$(cpu_secs "$KPID")" 'BEGIN{printf "%.1f", b-a}')
+
+PROFILE="(perf is not installed: \`apt-get install linux-perf\` adds a profile here)"
+if command -v perf >/dev/null; then
+  log "2. profile: the same drain again, under perf (not timed)"
+  perf record -q -F 499 -a -g -o "$OUT/perf.data" >/dev/null 2>&1 &
+  PERF=$!
+  $BIN/sink --topic "$TP" --table "${TS}_perf" --group-id "bench_perf_$RUN" 2>/dev/null &
+  SINK=$!
+  $BIN/wait_rows --table "${TS}_perf" --count "$N" >/dev/null
+  kill -INT "$PERF"; wait "$PERF" || true
+  kill -TERM "$SINK"; wait "$SINK" || true
+  sql -c "DROP TABLE IF EXISTS ${TS}_perf, ${TS}_perf_offsets, ${TS}_perf_dead_letters"
+  perf_top() { perf report -i "$OUT/perf.data" --stdio --no-children -g none --percent-limit 1.5 "$@" 2>/dev/null | grep -v '^#' | grep -v '^$' | head -12 || true; }
+  PROFILE="Share of all samples (both cores, idle included), by command:
+\`\`\`
+$(perf_top --sort comm)
+\`\`\`
+Within PostgreSQL (share of its samples):
+\`\`\`
+$(perf_top --comm postgres --percentage relative --sort sym)
+\`\`\`
+Within the sink's main thread (share of its samples; librdkafka's threads are \`rdk:*\` above):
+\`\`\`
+$(perf_top --comm sink --percentage relative --sort sym)
+\`\`\`"
+fi
 
 log "2. ceiling: psql \\copy of the same rows into an empty table of the same definition"
 sql -c "\\copy (SELECT * FROM $TS) TO '$OUT/rows.csv' CSV"
@@ -144,12 +179,19 @@ Producer summary: \`$SUMMARY\`
 
 ProducerPerformance: \`$PP_SUMMARY\`
 
+Where the time of the drain goes (CPU seconds during the $SINK_SECS s drain, 2 cores):
+sink $SINK_CPU s, PostgreSQL $PG_CPU s (its backend and background processes), Kafka $K_CPU s.
+
+$PROFILE
+
 Notes
 - ProducerPerformance runs with the producer's own settings (acks=all, idempotence, lz4,
   linger 5 ms) and our JSON payloads (\`--payload-file\`), so both send the same bytes.
 - The ceiling is PostgreSQL's own bulk load into the same indexed table; the sink does more
   per row (Kafka fetch, JSON decoding and validation, offsets and dead letters in the same
-  transaction, conflict detection).
+  transaction, conflict detection), but its COPY is binary while \`psql \\copy\` parses CSV,
+  which costs PostgreSQL more per row: so the ratio can come near or above 1.0×. Most of
+  PostgreSQL's time is the primary-key B-tree (\`_bt_compare\`: random UUIDs as VARCHAR).
 - Latency includes the producer's linger (5 ms), the broker, the sink's fetch and the
   database commit; the probe polls every 2 ms.
 MD
