@@ -8,6 +8,7 @@ fn messages(partition: i32, first_offset: i64, txs: &[Transaction]) -> Vec<Messa
     txs.iter()
         .enumerate()
         .map(|(i, t)| Message {
+            received: i as u64,
             partition,
             offset: first_offset + i as i64,
             key: Some(t.user_id.as_bytes().to_vec()),

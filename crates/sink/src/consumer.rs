@@ -15,6 +15,7 @@
 //!   with capped backoff and resumes by itself. It never dead-letters because of an outage.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -96,10 +97,19 @@ pub struct SinkReport {
     pub outages: u64,
 }
 
-/// Logs rebalances and commit failures, and tells the loop which partitions were revoked.
+/// Logs rebalances and commit failures, tells the loop which partitions were revoked,
+/// and stamps each received message with its order of receipt.
+///
+/// Messages are buffered (the batch in hand, the read-ahead) while partitions are revoked
+/// and reassigned, or sought back. A message of a partition received before that
+/// partition's last revocation or seek is stale: it was fetched for the previous
+/// assignment or position, and the next one fetches it again. `cutoffs` holds, per
+/// partition, the receipt count at that moment; the loop drops buffered messages below it.
 #[derive(Default)]
 pub struct SinkContext {
     revoked: Mutex<Vec<i32>>,
+    received: AtomicU64,
+    cutoffs: Mutex<HashMap<i32, u64>>,
 }
 
 impl ClientContext for SinkContext {
@@ -111,8 +121,11 @@ impl ClientContext for SinkContext {
 impl ConsumerContext for SinkContext {
     fn pre_rebalance(&self, _: &rdkafka::consumer::BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Revoke(tpl) = rebalance {
-            let mut revoked = self.revoked.lock().unwrap_or_else(|e| e.into_inner());
-            revoked.extend(tpl.elements().iter().map(|e| e.partition()));
+            let parts: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
+            // The callback runs inside the poll that returns the next message: every
+            // message received so far predates the revocation.
+            self.cut(&parts);
+            lock(&self.revoked).extend(parts);
         }
     }
 
@@ -137,8 +150,34 @@ impl ConsumerContext for SinkContext {
 
 impl SinkContext {
     fn take_revoked(&self) -> Vec<i32> {
-        std::mem::take(&mut *self.revoked.lock().unwrap_or_else(|e| e.into_inner()))
+        std::mem::take(&mut *lock(&self.revoked))
     }
+
+    /// Marks the messages of `parts` received until now as stale.
+    fn cut(&self, parts: &[i32]) {
+        let now = self.received.load(Ordering::SeqCst);
+        let mut cutoffs = lock(&self.cutoffs);
+        for p in parts {
+            cutoffs.insert(*p, now);
+        }
+    }
+
+    /// The next receipt number.
+    fn stamp(&self) -> u64 {
+        self.received.fetch_add(1, Ordering::SeqCst)
+    }
+
+    /// Drops the messages received before their partition's last revocation or seek.
+    fn drop_stale(&self, messages: &mut Vec<Message>) -> usize {
+        let cutoffs = lock(&self.cutoffs);
+        let before = messages.len();
+        messages.retain(|m| cutoffs.get(&m.partition).is_none_or(|c| m.received >= *c));
+        before - messages.len()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 fn partitions(tpl: &TopicPartitionList) -> String {
@@ -278,7 +317,7 @@ impl Sink<'_> {
                     m = self.consumer.recv() => m,
                 };
                 match first {
-                    Ok(m) => pending.push(receive(&m)),
+                    Ok(m) => pending.push(receive(self.consumer, &m)),
                     Err(e) => {
                         self.on_consume_error(e)?;
                         continue;
@@ -289,7 +328,7 @@ impl Sink<'_> {
             // written at once, a backlog in batches of up to batch_size.
             while pending.len() < self.config.batch_size {
                 match tokio::time::timeout(Duration::ZERO, self.consumer.recv()).await {
-                    Ok(Ok(m)) => pending.push(receive(&m)),
+                    Ok(Ok(m)) => pending.push(receive(self.consumer, &m)),
                     Ok(Err(e)) => self.on_consume_error(e)?,
                     Err(_) => break,
                 }
@@ -314,7 +353,7 @@ impl Sink<'_> {
             why: "the drain timeout passed",
         };
         loop {
-            self.forget_revoked(&mut batch);
+            self.forget_stale(&mut batch);
             if batch.is_empty() {
                 return Ok(());
             }
@@ -403,17 +442,20 @@ impl Sink<'_> {
         })
     }
 
-    /// Drops what this sink knew of partitions revoked since the last look, and their
-    /// messages in hand (their new owner reads them from the stored offsets).
-    fn forget_revoked(&mut self, batch: &mut Vec<Message>) {
-        let revoked = self.consumer.context().take_revoked();
-        if revoked.is_empty() {
-            return;
+    /// Forgets the positions of partitions revoked since the last look (they are loaded
+    /// again if they come back), and drops the messages in `batch` fetched before their
+    /// partition's last revocation or seek (their owner reads them again).
+    fn forget_stale(&mut self, batch: &mut Vec<Message>) {
+        for p in self.consumer.context().take_revoked() {
+            self.positions.remove(&p);
         }
-        for p in &revoked {
-            self.positions.remove(p);
+        let dropped = self.consumer.context().drop_stale(batch);
+        if dropped > 0 {
+            debug!(
+                dropped,
+                "dropped messages fetched before a rebalance or seek: they are fetched again"
+            );
         }
-        batch.retain(|m| !revoked.contains(&m.partition));
     }
 
     /// Loads the stored positions of the batch's partitions not seen since assignment.
@@ -548,7 +590,7 @@ impl Sink<'_> {
                         let mut tpl = TopicPartitionList::new();
                         tpl.add_partition(m.topic(), m.partition());
                         let _ = self.consumer.pause(&tpl);
-                        held.push(receive(&m));
+                        held.push(receive(self.consumer, &m));
                     }
                     Err(e) => self.on_consume_error(e)?,
                 },
@@ -632,7 +674,7 @@ async fn prefetch(
     const MAX_ERRORS: usize = 16;
     while next.len() < limit && errors.len() < MAX_ERRORS {
         match consumer.recv().await {
-            Ok(m) => next.push(receive(&m)),
+            Ok(m) => next.push(receive(consumer, &m)),
             Err(e) => errors.push(e),
         }
         // `recv` is ready at once while messages are queued, so without this the whole
@@ -651,6 +693,8 @@ async fn drain_deadline(shutdown: &CancellationToken, drain_timeout: Duration) {
 }
 
 fn seek(consumer: &SinkConsumer, topic: &str, partition: i32, offset: i64) {
+    // what was received of the partition before the seek is fetched again after it
+    consumer.context().cut(&[partition]);
     match consumer.seek(
         topic,
         partition,
@@ -667,9 +711,10 @@ fn seek(consumer: &SinkConsumer, topic: &str, partition: i32, offset: i64) {
     }
 }
 
-fn receive(m: &rdkafka::message::BorrowedMessage<'_>) -> Message {
+fn receive(consumer: &SinkConsumer, m: &rdkafka::message::BorrowedMessage<'_>) -> Message {
     let payload = m.payload().unwrap_or_default();
     Message {
+        received: consumer.context().stamp(),
         partition: m.partition(),
         offset: m.offset(),
         key: m.key().map(<[u8]>::to_vec),
@@ -694,5 +739,50 @@ fn log_dead_letters(messages: &[Message], w: &crate::store::Written) {
             conflicts = w.conflicts,
             "parked rows PostgreSQL rejected or conflicting duplicates: see the dead-letter table"
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn received(ctx: &SinkContext, partition: i32, offset: i64) -> Message {
+        Message {
+            received: ctx.stamp(),
+            partition,
+            offset,
+            key: None,
+            payload: Vec::new(),
+            timestamp_ms: None,
+            decoded: Transaction::from_json(b"{}"),
+        }
+    }
+
+    fn offsets(messages: &[Message]) -> Vec<(i32, i64)> {
+        messages.iter().map(|m| (m.partition, m.offset)).collect()
+    }
+
+    #[test]
+    fn messages_fetched_before_a_revocation_are_stale_and_those_after_it_are_kept() {
+        let ctx = SinkContext::default();
+        // the batch in hand and the read-ahead hold messages of partitions 0 and 1
+        let mut buffered: Vec<Message> = (0..3)
+            .flat_map(|o| [received(&ctx, 0, 100 + o), received(&ctx, 1, 200 + o)])
+            .collect();
+        // partition 0 is revoked and assigned again: librdkafka fetches it again from the
+        // committed offset, and those messages arrive after the revocation
+        ctx.cut(&[0]);
+        buffered.push(received(&ctx, 0, 90));
+        buffered.push(received(&ctx, 1, 203));
+        assert_eq!(ctx.drop_stale(&mut buffered), 3);
+        assert_eq!(
+            offsets(&buffered),
+            [(1, 200), (1, 201), (1, 202), (0, 90), (1, 203)]
+        );
+        // nothing more to drop until the next revocation or seek
+        assert_eq!(ctx.drop_stale(&mut buffered), 0);
+        ctx.cut(&[1]);
+        assert_eq!(ctx.drop_stale(&mut buffered), 4);
+        assert_eq!(offsets(&buffered), [(0, 90)]);
     }
 }

@@ -43,6 +43,8 @@ const DEFAULT_TABLE: &str = "transactions_sink";
 /// One consumed message, copied out of librdkafka's buffer, with its decoding.
 #[derive(Debug, Clone)]
 pub struct Message {
+    /// Its order of receipt in this process (0 when it did not come from the consumer).
+    pub received: u64,
     /// Partition it came from.
     pub partition: i32,
     /// Its offset.
@@ -652,6 +654,7 @@ impl Store {
                 (
                     r.get::<_, i64>(0),
                     Message {
+                        received: 0,
                         partition: r.get(1),
                         offset: r.get(2),
                         key: r.get(3),
