@@ -39,6 +39,9 @@ pub struct Report {
     pub delivered: u64,
     /// Messages that failed for good.
     pub failed: u64,
+    /// Of those, messages the broker may have written anyway: they were sent, but the
+    /// acknowledgement did not come back in time (the topic may hold them).
+    pub possibly_persisted: u64,
     /// Payload bytes delivered.
     pub bytes: u64,
     /// From the first send to the last delivery report.
@@ -146,6 +149,7 @@ pub async fn run(config: ProducerConfig, shutdown: CancellationToken) -> Result<
         sent,
         delivered: stats.delivered.load(Ordering::Relaxed),
         failed: stats.failed.load(Ordering::Relaxed),
+        possibly_persisted: stats.possibly_persisted.load(Ordering::Relaxed),
         bytes: stats.bytes.load(Ordering::Relaxed),
         elapsed: stats.elapsed(),
         latency: stats.latency(),

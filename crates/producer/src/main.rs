@@ -31,9 +31,11 @@ async fn main() -> ExitCode {
                 sent = r.sent,
                 delivered = r.delivered,
                 failed = r.failed,
-                "{} of {} messages were not delivered (a message that timed out may still have reached the broker): see the errors above",
+                possibly_persisted = r.possibly_persisted,
+                "{} of {} messages were not delivered, {} of them possibly written (sent, but not acknowledged in time: the topic may hold them): see the errors above",
                 r.sent - r.delivered,
-                r.sent
+                r.sent,
+                r.possibly_persisted
             );
             ExitCode::FAILURE
         }

@@ -77,12 +77,23 @@ impl ProducerContext for DeliveryContext {
                 }
             }
             Err((err, msg)) => {
-                self.stats.failed();
-                error!(error = %describe_delivery_error(err, msg.topic()), partition = msg.partition(), "message not delivered");
+                let possibly_persisted = possibly_persisted(msg);
+                self.stats.failed(possibly_persisted);
+                error!(error = %describe_delivery_error(err, msg.topic()), partition = msg.partition(), possibly_persisted, "message not delivered");
             }
         }
         self.permits.add_permits(1);
     }
+}
+
+/// Whether the broker may have written a failed message: librdkafka knows whether it was
+/// sent without an acknowledgement coming back (a timeout after the request went out), as
+/// opposed to never sent or rejected. rdkafka does not wrap this status.
+fn possibly_persisted(msg: &rdkafka::message::BorrowedMessage<'_>) -> bool {
+    // SAFETY: `msg` borrows a live librdkafka message for the duration of the delivery
+    // callback; rd_kafka_message_status only reads it.
+    let status = unsafe { rdkafka::bindings::rd_kafka_message_status(msg.ptr()) };
+    status == rdkafka::bindings::rd_kafka_msg_status_t::RD_KAFKA_MSG_STATUS_POSSIBLY_PERSISTED
 }
 
 fn describe_delivery_error(err: &KafkaError, topic: &str) -> String {

@@ -19,6 +19,8 @@ pub struct Stats {
     pub delivered: AtomicU64,
     /// Messages that failed (timed out, rejected).
     pub failed: AtomicU64,
+    /// Of those, messages the broker may have written (sent, but not acknowledged).
+    pub possibly_persisted: AtomicU64,
     /// Payload bytes delivered.
     pub bytes: AtomicU64,
     window: Mutex<Window>,
@@ -78,6 +80,7 @@ impl Stats {
             start,
             delivered: AtomicU64::new(0),
             failed: AtomicU64::new(0),
+            possibly_persisted: AtomicU64::new(0),
             bytes: AtomicU64::new(0),
             window: Mutex::new(Window::default()),
             // 1 µs to 1 hour at three significant digits: a few tens of kilobytes
@@ -110,9 +113,12 @@ impl Stats {
         h.saturating_record(latency_us);
     }
 
-    /// Records a failure.
-    pub fn failed(&self) {
+    /// Records a failure; `possibly_persisted` when the broker may have written it.
+    pub fn failed(&self, possibly_persisted: bool) {
         self.failed.fetch_add(1, Ordering::Relaxed);
+        if possibly_persisted {
+            self.possibly_persisted.fetch_add(1, Ordering::Relaxed);
+        }
     }
 
     /// Takes the current window (and starts a new one).
@@ -165,7 +171,8 @@ mod tests {
         for ms in 1..=1000usize {
             s.delivered(now.saturating_sub(ms * 1000), 100);
         }
-        s.failed();
+        s.failed(true);
+        s.failed(false);
         let w = s.take_window();
         assert_eq!(w.count, 1000);
         assert!((w.avg_ms - 500.5).abs() < 5.0, "{w:?}");
@@ -176,7 +183,8 @@ mod tests {
         assert!((l.p99_ms - 990.0).abs() < 5.0, "{l:?}");
         assert!(l.p999_ms >= l.p99_ms && l.p99_ms >= l.p95_ms && l.p95_ms >= l.p50_ms);
         assert_eq!(s.delivered.load(Ordering::Relaxed), 1000);
-        assert_eq!(s.failed.load(Ordering::Relaxed), 1);
+        assert_eq!(s.failed.load(Ordering::Relaxed), 2);
+        assert_eq!(s.possibly_persisted.load(Ordering::Relaxed), 1);
         assert_eq!(s.bytes.load(Ordering::Relaxed), 100_000);
     }
 }
