@@ -54,18 +54,43 @@ async fn sink_sigterm_commits_offsets_and_exits_zero() -> anyhow::Result<()> {
         .args(["--topic", &topic, "--table", &table, "--group-id", &group])
         .spawn()?;
     wait_for_rows(&db, &table, 300, Duration::from_secs(60)).await?;
+    // after a quiet spell (the burst's summary is written), a lone message gets its own line
+    tokio::time::sleep(sink::progress::EVERY + Duration::from_secs(1)).await;
+    let users = txn_model::load_users(&users_dir())?;
+    let lone = txn_model::Generator::new(users.ids, None)?.next_now();
+    produce_raw(&stack, &topic, 1, &[lone.to_json()]).await?;
+    wait_for_rows(&db, &table, 301, Duration::from_secs(60)).await?;
     terminate(&child);
     let out = tokio::time::timeout(Duration::from_secs(60), child.wait_with_output()).await??;
     let log = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "exit {:?}: {log}", out.status);
     assert!(log.contains("sink stopped"), "{log}");
+    // the burst is summed up: the summaries account for all 300 messages
+    let summed: u64 = log
+        .lines()
+        .filter(|l| l.contains("messages/s"))
+        .filter_map(|l| {
+            l.split(" messages in ")
+                .next()?
+                .rsplit(' ')
+                .next()?
+                .parse::<u64>()
+                .ok()
+        })
+        .sum();
+    assert_eq!(summed, 300, "{log}");
+    let stored = log
+        .lines()
+        .find(|l| l.contains(" stored ") && l.contains(&lone.tx_id.to_string()))
+        .unwrap_or_else(|| panic!("no line for the lone message {}: {log}", lone.tx_id));
+    assert!(stored.contains("partition=1"), "{stored}");
 
     // the group's committed offsets are exactly at the end of every partition
     assert_eq!(
         committed_offsets(&stack, &topic, &group).await?,
         end_offsets(&stack, &topic).await?
     );
-    assert_eq!(count_rows(&db, &table).await?, 300);
+    assert_eq!(count_rows(&db, &table).await?, 301);
     drop_tables(&db, &table).await
 }
 

@@ -31,6 +31,7 @@ use txn_model::Transaction;
 
 use crate::config::SinkConfig;
 use crate::error::{ErrorClass, StoreError};
+use crate::progress::{self, Progress};
 use crate::retry::retry;
 use crate::store::{Message, OffsetAdvance, Outcome, Store};
 
@@ -265,6 +266,7 @@ struct Sink<'a> {
     /// Positions of the partitions seen since their assignment.
     positions: HashMap<i32, Position>,
     report: SinkReport,
+    progress: Progress,
     missing_topic_logged: bool,
 }
 
@@ -288,9 +290,13 @@ pub async fn run(
         shutdown: &shutdown,
         positions: HashMap::new(),
         report: SinkReport::default(),
+        progress: Progress::new(progress::EVERY, Instant::now()),
         missing_topic_logged: false,
     };
     let result = sink.consume().await;
+    if let Some(line) = sink.progress.take(Instant::now()) {
+        line.log();
+    }
     // Whatever happened, tell Kafka where the database stands (advisory, synchronous).
     sink.commit_kafka(CommitMode::Sync);
     result.map(|()| sink.report)
@@ -310,11 +316,19 @@ impl Sink<'_> {
                 return Ok(());
             }
             if pending.is_empty() {
-                // Wait for the first message of a batch, or for the stop signal.
+                // Wait for the first message of a batch, or for the stop signal (and write
+                // out the progress of a burst that nothing followed).
+                let due = self.progress.due();
                 let first = tokio::select! {
                     biased;
                     _ = self.shutdown.cancelled() => return Ok(()),
                     m = self.consumer.recv() => m,
+                    _ = tokio::time::sleep_until(due.unwrap_or_else(Instant::now)), if due.is_some() => {
+                        if let Some(line) = self.progress.take(Instant::now()) {
+                            line.log();
+                        }
+                        continue;
+                    }
                 };
                 match first {
                     Ok(m) => pending.push(receive(self.consumer, &m)),
@@ -394,6 +408,9 @@ impl Sink<'_> {
                     self.report.conflicts += w.conflicts;
                     self.report.batches += 1;
                     log_dead_letters(&accepted, &w);
+                    if let Some(line) = self.progress.record(Instant::now(), &accepted, &w) {
+                        line.log();
+                    }
                     debug!(
                         messages = accepted.len(),
                         inserted = w.inserted,

@@ -17,6 +17,7 @@ pub mod cli;
 pub mod config;
 pub mod consumer;
 pub mod error;
+pub mod progress;
 pub mod retry;
 pub mod store;
 
