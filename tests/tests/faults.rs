@@ -304,6 +304,124 @@ async fn sinks_scale_out_and_in_under_load_without_loss_or_duplicates() -> anyho
     drop_tables(&db, &table).await
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn partitions_moving_back_and_forth_while_a_sink_reads_ahead_lose_and_stall_nothing()
+-> anyhow::Result<()> {
+    // A sink buffers a batch in hand and as much read ahead. Each time a second sink joins
+    // or leaves, every partition is revoked and assigned again, and the buffered messages
+    // of a partition are partly from before (stale: fetched again) and partly from after
+    // (to keep). Dropping the wrong ones loses them until a later message of the partition
+    // triggers a seek, and forever at the end of the stream: the sink then stalls short.
+    // Twelve rebalances under a live stream; the next test forces the race itself.
+    let _slot = heavy_test_slot().await;
+    let stack = stack();
+    let topic = unique("fault_moves");
+    let table = unique("sink_moves");
+    const N: u64 = 40_000;
+    create_topic(&stack, &topic, 4).await?;
+    let db = pg(&stack).await?;
+    let mut config = sink_config(&stack, &topic, &table);
+    config.batch_size = 200;
+    let a = start_sink(config.clone());
+
+    let mut producer = producer_config(&stack, &topic, N);
+    producer.pace = producer::Pace::Rate(4_000.0);
+    let producing = tokio::spawn(producer::run(
+        producer,
+        tokio_util::sync::CancellationToken::new(),
+    ));
+    // a second sink joins and leaves until the producer is done, and once more after
+    let mut moves = 0;
+    loop {
+        let done = producing.is_finished();
+        let b = start_sink(config.clone());
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        b.stop().await?;
+        moves += 2;
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        if done {
+            break;
+        }
+    }
+    let report = producing.await??;
+    assert!(report.lost_nothing() && report.delivered == N, "{report:?}");
+    wait_for_rows(&db, &table, N as i64, Duration::from_secs(60)).await?;
+    a.stop().await?;
+
+    let produced = decode_all(&read_topic(&stack, &topic).await?);
+    let stored = table_rows(&db, &table).await?;
+    let expected: Vec<Uuid> = produced.iter().map(|t| t.tx_id).collect();
+    let (missing, extra, dups) = figures(&expected, &stored);
+    report_figures(&format!(
+        "FIGURES partition-moves: messages={N} partitions=4 rebalances={moves} missing={missing} extra={extra} duplicates={dups}"
+    ));
+    assert_same(&produced, &stored);
+    drop_tables(&db, &table).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rebalance_while_a_write_is_blocked_keeps_the_messages_fetched_after_it()
+-> anyhow::Result<()> {
+    // The race above, forced. Sink A's first write is held on a row lock
+    // of its offsets; meanwhile it reads ahead the rest of the stream. Sink B joins: A's
+    // partitions are revoked and one comes back, and librdkafka fetches it again from the
+    // start. When the lock goes, A must keep those re-fetched messages (they are the
+    // partition's last ones: nothing else would come to trigger a seek).
+    let _slot = heavy_test_slot().await;
+    let stack = stack();
+    let topic = unique("fault_blocked_move");
+    let table = unique("sink_blocked_move");
+    let offsets = format!("{table}_offsets");
+    create_topic(&stack, &topic, 2).await?;
+    let db = pg(&stack).await?;
+    let mut config = sink_config(&stack, &topic, &table);
+    config.batch_size = 5_000; // the read-ahead holds everything that comes
+    let a = start_sink(config.clone());
+    wait_for_table(&db, &offsets).await?;
+    db.execute(
+        &format!(
+            "INSERT INTO {offsets} (group_id, topic, partition, next_offset) VALUES ($1, $2, 0, 0), ($1, $2, 1, 0)"
+        ),
+        &[&config.group_id, &topic],
+    )
+    .await?;
+    let locker = pg(&stack).await?;
+    locker
+        .batch_execute(&format!(
+            "BEGIN; SELECT * FROM {offsets} WHERE group_id = '{}' FOR UPDATE",
+            config.group_id
+        ))
+        .await?;
+
+    produce(&stack, &topic, 1_000).await?; // A's first batch: its write waits for the lock
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while db
+        .query_one(
+            "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE 'UPDATE %'",
+            &[],
+        )
+        .await?
+        .get::<_, i64>(0)
+        == 0
+    {
+        anyhow::ensure!(tokio::time::Instant::now() < deadline, "A's write never blocked");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    produce(&stack, &topic, 1_000).await?; // read ahead by A
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let b = start_sink(config.clone()); // a rebalance while A's write is blocked
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    locker.batch_execute("ROLLBACK").await?;
+
+    wait_for_rows(&db, &table, 2_000, Duration::from_secs(60)).await?;
+    let (ra, rb) = (a.stop().await?, b.stop().await?);
+    let produced = decode_all(&read_topic(&stack, &topic).await?);
+    let stored = table_rows(&db, &table).await?;
+    assert_same(&produced, &stored);
+    eprintln!("blocked-move test: sink A {ra:?}, sink B {rb:?}");
+    drop_tables(&db, &table).await
+}
+
 /// One kind of malformed payload: its name, bytes, and what its dead letter must say.
 struct Poison {
     name: &'static str,

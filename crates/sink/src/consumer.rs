@@ -422,7 +422,10 @@ impl Sink<'_> {
                     return Ok(());
                 }
                 Ok(Outcome::Stale(parts)) => {
-                    // Another consumer owns these partitions now: drop our view and their messages.
+                    // Another sink advanced these partitions (it owned them, or owns them
+                    // now): drop our view and our copy of their messages. Those of them
+                    // still assigned to us go back to the stored offset: the messages we
+                    // dropped may be their last ones, and nothing else would fetch them.
                     warn!(partitions = ?parts, "another sink advanced these partitions (a rebalance moved them): dropping this sink's copy of their messages");
                     for p in &parts {
                         self.positions.remove(p);
@@ -431,6 +434,9 @@ impl Sink<'_> {
                         .into_iter()
                         .filter(|m| !parts.contains(&m.partition))
                         .collect();
+                    if let Err(e) = self.reposition(&parts).await {
+                        self.on_store_error(e, batch.len(), held).await?;
+                    }
                 }
                 Err(e) => {
                     self.on_store_error(e, accepted.len(), held).await?;
@@ -475,6 +481,53 @@ impl Sink<'_> {
         }
     }
 
+    /// Seeks those of `parts` that are still assigned to this sink to their stored offsets
+    /// (after another sink advanced them). Messages read ahead for them become stale.
+    async fn reposition(&mut self, parts: &[i32]) -> Result<(), StoreError> {
+        let assigned: Vec<i32> = self
+            .consumer
+            .assignment()
+            .map(|tpl| {
+                tpl.elements()
+                    .iter()
+                    .filter(|e| e.topic() == self.config.topic && parts.contains(&e.partition()))
+                    .map(|e| e.partition())
+                    .collect()
+            })
+            .unwrap_or_default();
+        if assigned.is_empty() {
+            return Ok(());
+        }
+        let stored = self.stored_offsets(&assigned).await?;
+        for p in assigned {
+            if let Some(&next) = stored.get(&p) {
+                seek(self.consumer, &self.config.topic, p, next);
+                self.positions.insert(
+                    p,
+                    Position {
+                        next: Some(next),
+                        sought: Some(next),
+                    },
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// The stored next offsets of `parts` (absent: none stored), with retries.
+    async fn stored_offsets(&self, parts: &[i32]) -> Result<HashMap<i32, i64>, StoreError> {
+        let policy = &self.config.retry;
+        retry(
+            policy,
+            StoreError::is_transient,
+            |attempt, e, wait| {
+                warn!(attempt, of = policy.retries, wait_ms = wait.as_millis() as u64, error = %e, "loading stored offsets failed; retrying");
+            },
+            || self.store.load_offsets(&self.config.group_id, &self.config.topic, parts),
+        )
+        .await
+    }
+
     /// Loads the stored positions of the batch's partitions not seen since assignment.
     async fn load_positions(&mut self, batch: &[Message]) -> Result<(), StoreError> {
         let mut unknown: Vec<i32> = batch
@@ -487,16 +540,7 @@ impl Sink<'_> {
         if unknown.is_empty() {
             return Ok(());
         }
-        let policy = &self.config.retry;
-        let stored = retry(
-            policy,
-            StoreError::is_transient,
-            |attempt, e, wait| {
-                warn!(attempt, of = policy.retries, wait_ms = wait.as_millis() as u64, error = %e, "loading stored offsets failed; retrying");
-            },
-            || self.store.load_offsets(&self.config.group_id, &self.config.topic, &unknown),
-        )
-        .await?;
+        let stored = self.stored_offsets(&unknown).await?;
         for p in unknown {
             let next = stored.get(&p).copied();
             debug!(partition = p, stored = ?next, "loaded the stored position");
