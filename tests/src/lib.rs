@@ -104,16 +104,27 @@ pub async fn create_topic_replicated(
     partitions: i32,
     replicas: i32,
 ) -> Result<()> {
+    create_topic_with(stack, topic, partitions, replicas, &[]).await
+}
+
+/// Creates a topic with topic-level configuration (`key`, `value`).
+pub async fn create_topic_with(
+    stack: &Stack,
+    topic: &str,
+    partitions: i32,
+    replicas: i32,
+    configs: &[(&str, &str)],
+) -> Result<()> {
     let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
         .set("bootstrap.servers", &stack.bootstrap)
         .create()?;
+    let mut new = NewTopic::new(topic, partitions, TopicReplication::Fixed(replicas));
+    for (k, v) in configs {
+        new = new.set(k, v);
+    }
     let results = admin
         .create_topics(
-            &[NewTopic::new(
-                topic,
-                partitions,
-                TopicReplication::Fixed(replicas),
-            )],
+            &[new],
             &AdminOptions::new().operation_timeout(Some(Duration::from_secs(30))),
         )
         .await?;
@@ -168,6 +179,68 @@ pub async fn produce_raw(
         )
         .await
         .map_err(|(e, _)| anyhow::anyhow!("produce failed: {e}"))?;
+    }
+    Ok(())
+}
+
+/// One record as another client may write it: any key, payload, timestamp and headers.
+#[derive(Debug, Clone, Default)]
+pub struct Record {
+    /// The key (`None`: no key).
+    pub key: Option<Vec<u8>>,
+    /// The payload (`None`: a null payload, a tombstone).
+    pub payload: Option<Vec<u8>>,
+    /// The CreateTime in milliseconds (`None`: the producer's clock).
+    pub timestamp: Option<i64>,
+    /// Headers (a `None` value is a null header).
+    pub headers: Vec<(String, Option<Vec<u8>>)>,
+}
+
+impl Record {
+    /// A record with this payload and nothing else set.
+    pub fn payload(payload: impl Into<Vec<u8>>) -> Record {
+        Record {
+            payload: Some(payload.into()),
+            ..Record::default()
+        }
+    }
+}
+
+/// Publishes `records` in order to one partition; each must be acknowledged.
+pub async fn produce_records(
+    stack: &Stack,
+    topic: &str,
+    partition: i32,
+    records: &[Record],
+) -> Result<()> {
+    use rdkafka::message::{Header, OwnedHeaders};
+    let p: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", &stack.bootstrap)
+        .set("enable.idempotence", "true")
+        .create()?;
+    for (i, r) in records.iter().enumerate() {
+        let mut headers = OwnedHeaders::new();
+        for (k, v) in &r.headers {
+            headers = headers.insert(Header {
+                key: k,
+                value: v.as_deref(),
+            });
+        }
+        let mut record = FutureRecord::<[u8], [u8]>::to(topic)
+            .partition(partition)
+            .headers(headers);
+        if let Some(k) = &r.key {
+            record = record.key(k.as_slice());
+        }
+        if let Some(v) = &r.payload {
+            record = record.payload(v.as_slice());
+        }
+        if let Some(ts) = r.timestamp {
+            record = record.timestamp(ts);
+        }
+        p.send(record, Duration::from_secs(30))
+            .await
+            .map_err(|(e, _)| anyhow::anyhow!("produce of record {i} ({r:?}) failed: {e}"))?;
     }
     Ok(())
 }

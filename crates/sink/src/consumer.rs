@@ -791,7 +791,14 @@ fn log_dead_letters(messages: &[Message], w: &crate::store::Written) {
     }
     for m in messages {
         if let Err(e) = &m.decoded {
-            warn!(partition = m.partition, offset = m.offset, error = %e, "parked a message that is not a valid transaction");
+            // the error quotes the message: escaped and capped like the stored reason
+            let error = crate::dead_letter::reason(&e.to_string());
+            warn!(
+                partition = m.partition,
+                offset = m.offset,
+                error,
+                "parked a message that is not a valid transaction"
+            );
         }
     }
     if w.dead_letters > messages.iter().filter(|m| m.decoded.is_err()).count() as u64 {

@@ -5,6 +5,7 @@
 //! - [`cli`]: command-line flags with their environment twins, turned into a config;
 //! - [`consumer`]: the consume loop, batching and offsets (the only module touching offsets);
 //! - [`store`]: the pool, the schema and the batch insert (the only module touching SQL);
+//! - [`dead_letter`]: what a dead letter holds, made storable whatever the message was;
 //! - [`retry`]: capped, jittered exponential backoff;
 //! - [`error`]: store errors and their transient / data / configuration classification.
 //!
@@ -16,6 +17,7 @@
 pub mod cli;
 pub mod config;
 pub mod consumer;
+pub mod dead_letter;
 pub mod error;
 pub mod progress;
 pub mod retry;

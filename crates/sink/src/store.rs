@@ -29,6 +29,7 @@ use txn_model::{DecodeError, Transaction};
 use uuid::fmt::Hyphenated;
 
 use crate::config::PgConfig;
+use crate::dead_letter;
 use crate::error::{ErrorClass, StoreError, io_error};
 
 /// The schema, as shipped in `sql/` (the table, then the sink's own state).
@@ -154,13 +155,31 @@ enum Inserted {
     These(HashSet<String>),
 }
 
-/// A message that becomes a dead letter, and why.
+/// A message that becomes a dead letter, and why (text already made storable).
 struct Parked {
     index: usize,
     class: &'static str,
     field: Option<String>,
     reason: String,
 }
+
+impl Parked {
+    /// Sanitizes what comes from the message (see [`dead_letter`]).
+    fn new(index: usize, class: &'static str, field: Option<&str>, reason: &str) -> Parked {
+        Parked {
+            index,
+            class,
+            field: field.map(dead_letter::field),
+            reason: dead_letter::reason(reason),
+        }
+    }
+}
+
+/// Most dead letters written by one statement.
+const PARK_CHUNK_ROWS: usize = 1000;
+/// Most key and payload bytes sent by one dead-letter statement (one larger message
+/// still goes alone).
+const PARK_CHUNK_BYTES: usize = 8 << 20;
 
 impl Store {
     /// Connects, checks credentials and database, and creates or upgrades the tables.
@@ -348,12 +367,7 @@ impl Store {
         for (i, m) in messages.iter().enumerate() {
             match &m.decoded {
                 Ok(_) => rows.push(i),
-                Err(e) => parked.push(Parked {
-                    index: i,
-                    class: e.class(),
-                    field: e.field().map(str::to_owned),
-                    reason: e.to_string(),
-                }),
+                Err(e) => parked.push(Parked::new(i, e.class(), e.field(), &e.to_string())),
             }
         }
         let (inserted, conflicts) = match self
@@ -457,12 +471,12 @@ impl Store {
                     }
                     tx.batch_execute("ROLLBACK TO SAVEPOINT rows").await?;
                     if hi - lo == 1 {
-                        parked.push(Parked {
-                            index: rows[lo],
-                            class: "rejected",
-                            field: e.column().map(str::to_owned),
-                            reason: format!("rejected by PostgreSQL: {}", e.detail_line()),
-                        });
+                        parked.push(Parked::new(
+                            rows[lo],
+                            "rejected",
+                            e.column(),
+                            &format!("rejected by PostgreSQL: {}", e.detail_line()),
+                        ));
                     } else {
                         let mid = lo + (hi - lo) / 2;
                         ranges.push((mid, hi));
@@ -558,22 +572,26 @@ impl Store {
             if let Some(row) = stored.get(id) {
                 let diff = row.differences(t);
                 if !diff.is_empty() {
-                    conflicts.push(Parked {
-                        index: *i,
-                        class: "conflicting_duplicate",
-                        field: diff.first().map(|f| (*f).to_owned()),
-                        reason: format!(
+                    conflicts.push(Parked::new(
+                        *i,
+                        "conflicting_duplicate",
+                        diff.first().copied(),
+                        &format!(
                             "tx_id {id} is already stored with a different {}",
                             diff.join(", ")
                         ),
-                    });
+                    ));
                 }
             }
         }
         Ok(conflicts)
     }
 
-    /// Writes dead letters; a message parked again (after a redelivery) counts one more attempt.
+    /// Writes dead letters, in chunks bounded in rows and bytes; a message parked again
+    /// (after a redelivery) counts one more attempt. A chunk PostgreSQL rejects is written
+    /// again one row at a time, and a row it still rejects becomes a minimal `unstorable`
+    /// dead letter (where it came from, and the rejection), so parking never fails
+    /// because of the message.
     async fn park(
         &self,
         tx: &PgTransaction<'_>,
@@ -582,9 +600,105 @@ impl Store {
         messages: &[Message],
         parked: &[Parked],
     ) -> Result<(), StoreError> {
-        if parked.is_empty() {
-            return Ok(());
+        let mut rest = parked;
+        while !rest.is_empty() {
+            let mut bytes = 0;
+            let n = rest
+                .iter()
+                .take(PARK_CHUNK_ROWS)
+                .take_while(|p| {
+                    let m = &messages[p.index];
+                    bytes += m.payload.len() + m.key.as_ref().map_or(0, Vec::len);
+                    bytes <= PARK_CHUNK_BYTES
+                })
+                .count()
+                .max(1);
+            let (chunk, tail) = rest.split_at(n);
+            rest = tail;
+            match self
+                .in_savepoint(
+                    tx,
+                    self.insert_dead_letters(tx, group, topic, messages, chunk),
+                )
+                .await
+            {
+                Ok(()) => continue,
+                Err(e) if e.class() == ErrorClass::Data => {}
+                Err(e) => return Err(e),
+            }
+            for p in chunk {
+                let one = std::slice::from_ref(p);
+                let rejection = match self
+                    .in_savepoint(
+                        tx,
+                        self.insert_dead_letters(tx, group, topic, messages, one),
+                    )
+                    .await
+                {
+                    Ok(()) => continue,
+                    Err(e) if e.class() == ErrorClass::Data => e,
+                    Err(e) => return Err(e),
+                };
+                let m = &messages[p.index];
+                tracing::warn!(partition = m.partition, offset = m.offset, error = %rejection, "PostgreSQL rejected a dead letter: storing a minimal one");
+                let minimal = Parked::new(
+                    p.index,
+                    dead_letter::UNSTORABLE,
+                    None,
+                    &format!(
+                        "PostgreSQL rejected the dead letter ({} error: {}): {}",
+                        p.class,
+                        p.reason,
+                        rejection.detail_line()
+                    ),
+                );
+                tx.execute(
+                    &format!(
+                        "INSERT INTO {dl} AS d (group_id, topic, partition, kafka_offset, error_class, reason) \
+                         VALUES ($1, $2, $3, $4, $5, $6) \
+                         ON CONFLICT (topic, partition, kafka_offset) DO UPDATE SET attempts = d.attempts + 1, \
+                         last_failed_at = now(), error_class = EXCLUDED.error_class, field = NULL, \
+                         reason = EXCLUDED.reason, replayed_at = NULL",
+                        dl = self.names.dead_letters
+                    ),
+                    &[&group, &topic, &m.partition, &m.offset, &minimal.class, &minimal.reason],
+                )
+                .await?;
+            }
         }
+        Ok(())
+    }
+
+    /// Runs `work` under a savepoint: released when it succeeds, rolled back to when it
+    /// fails (the transaction stays usable).
+    async fn in_savepoint(
+        &self,
+        tx: &PgTransaction<'_>,
+        work: impl std::future::Future<Output = Result<(), StoreError>>,
+    ) -> Result<(), StoreError> {
+        tx.batch_execute("SAVEPOINT dead_letters").await?;
+        match work.await {
+            Ok(()) => {
+                tx.batch_execute("RELEASE SAVEPOINT dead_letters").await?;
+                Ok(())
+            }
+            Err(e) => {
+                tx.batch_execute("ROLLBACK TO SAVEPOINT dead_letters")
+                    .await?;
+                Err(e)
+            }
+        }
+    }
+
+    /// One statement inserting the dead letters of `parked`.
+    async fn insert_dead_letters(
+        &self,
+        tx: &PgTransaction<'_>,
+        group: &str,
+        topic: &str,
+        messages: &[Message],
+        parked: &[Parked],
+    ) -> Result<(), StoreError> {
         let n = parked.len();
         let mut partition = Vec::with_capacity(n);
         let mut offset = Vec::with_capacity(n);
@@ -598,7 +712,7 @@ impl Store {
             let m = &messages[p.index];
             partition.push(m.partition);
             offset.push(m.offset);
-            ts.push(m.timestamp_ms.and_then(DateTime::from_timestamp_millis));
+            ts.push(dead_letter::kafka_timestamp(m.timestamp_ms));
             key.push(m.key.as_deref());
             payload.push(&m.payload);
             class.push(p.class);

@@ -1,0 +1,468 @@
+//! Hardening: whatever bytes a message holds (payload, key, headers, timestamp), the sink
+//! lands it or parks it, and never exits, stalls, loops or panics because of it. Messages
+//! here come the way other clients write them, not only the way our producer does.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use pipeline_tests::*;
+use rand::{RngExt, SeedableRng};
+use serde_json::{Value, json};
+use txn_model::Transaction;
+use uuid::Uuid;
+
+/// What must become of a record.
+#[derive(Debug)]
+enum Expect {
+    /// A row equal to this transaction.
+    Row(Transaction),
+    /// A dead letter of this class (any when `None`) whose reason contains this text.
+    Parked(Option<&'static str>, &'static str),
+}
+
+struct Case {
+    name: String,
+    record: Record,
+    expect: Expect,
+}
+
+fn generator(seed: u64) -> txn_model::Generator {
+    let users = txn_model::load_users(&users_dir()).unwrap().ids;
+    txn_model::Generator::new(users, Some(seed)).unwrap()
+}
+
+fn value(t: &Transaction) -> Value {
+    serde_json::from_slice(&t.to_json()).unwrap()
+}
+
+async fn dead_letters(
+    db: &tokio_postgres::Client,
+    table: &str,
+) -> anyhow::Result<HashMap<i64, tokio_postgres::Row>> {
+    Ok(db
+        .query(
+            &format!(
+                "SELECT kafka_offset, error_class, field, reason, payload, message_key, kafka_timestamp \
+                 FROM {table}_dead_letters"
+            ),
+            &[],
+        )
+        .await?
+        .into_iter()
+        .map(|r| (r.get::<_, i64>(0), r))
+        .collect())
+}
+
+/// Waits until every one of `n` messages is a row or a dead letter.
+async fn wait_accounted(
+    db: &tokio_postgres::Client,
+    table: &str,
+    n: i64,
+    sink: &RunningSink,
+) -> anyhow::Result<()> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
+    loop {
+        let rows = count_rows(db, table).await?;
+        let parked: i64 = db
+            .query_one(&format!("SELECT count(*) FROM {table}_dead_letters"), &[])
+            .await?
+            .get(0);
+        if rows + parked >= n {
+            return Ok(());
+        }
+        anyhow::ensure!(
+            !sink.handle.is_finished(),
+            "the sink stopped with {rows} rows and {parked} dead letters of {n} messages"
+        );
+        anyhow::ensure!(
+            tokio::time::Instant::now() < deadline,
+            "only {rows} rows and {parked} dead letters of {n} messages after 90 s"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn hostile_cases() -> Vec<Case> {
+    let mut g = generator(81);
+    let mut cases = Vec::new();
+    let mut add = |name: &str, record: Record, expect: Expect| {
+        cases.push(Case {
+            name: name.to_owned(),
+            record,
+            expect,
+        })
+    };
+    let with = |g: &mut txn_model::Generator, field: &str, v: Value| {
+        let mut j = value(&g.next_now());
+        j[field] = v;
+        serde_json::to_vec(&j).unwrap()
+    };
+    // control characters in every field, the UUID fields first (issue: a NUL in tx_id
+    // used to make the dead letter itself unstorable and stop the consumer group)
+    let nul_uuid = "0b7e4bd5-8a51-4b6c-9a55-\u{0}f3c1f0d2a11";
+    for field in ["tx_id", "user_id"] {
+        add(
+            &format!("NUL in {field}"),
+            Record::payload(with(&mut g, field, json!(nul_uuid))),
+            Expect::Parked(Some("schema"), field),
+        );
+        add(
+            &format!("escape sequence in {field}"),
+            Record::payload(with(&mut g, field, json!("\u{1b}[2J\u{1b}[31mred"))),
+            Expect::Parked(Some("schema"), field),
+        );
+    }
+    for field in ["merchant", "category", "source_system", "transaction_type"] {
+        add(
+            &format!("NUL in {field}"),
+            Record::payload(with(&mut g, field, json!("a\u{0}b"))),
+            Expect::Parked(Some("schema"), "NUL"),
+        );
+    }
+    add(
+        "NUL in currency",
+        Record::payload(with(&mut g, "currency", json!("U\u{0}D"))),
+        Expect::Parked(Some("schema"), "currency"),
+    );
+    add(
+        "NUL in timestamp",
+        Record::payload(with(
+            &mut g,
+            "timestamp",
+            json!("2025-08-15T10:30:00\u{0}Z"),
+        )),
+        Expect::Parked(Some("schema"), "timestamp"),
+    );
+    add(
+        "NUL in amount (a string)",
+        Record::payload(with(&mut g, "amount", json!("\u{0}"))),
+        Expect::Parked(Some("schema"), "amount"),
+    );
+    add(
+        "100 KB of control characters in tx_id",
+        Record::payload(with(&mut g, "tx_id", json!("\u{1}".repeat(100_000)))),
+        Expect::Parked(Some("schema"), "tx_id"),
+    );
+    add(
+        "a raw control byte inside a JSON string",
+        Record::payload(String::from_utf8(g.next_now().to_json()).unwrap().replacen(
+            "\",\"",
+            "\u{1}\",\"",
+            1,
+        )),
+        Expect::Parked(Some("invalid_json"), "control character"),
+    );
+    add(
+        "a NUL byte between JSON tokens",
+        Record::payload([b"{\0".as_slice(), &g.next_now().to_json()[1..]].concat()),
+        Expect::Parked(Some("invalid_json"), ""),
+    );
+    add(
+        "a null payload (tombstone)",
+        Record::default(),
+        Expect::Parked(Some("invalid_json"), "EOF"),
+    );
+    add(
+        "a duplicated field",
+        Record::payload({
+            let t = g.next_now();
+            let text = String::from_utf8(t.to_json()).unwrap();
+            format!("{{\"tx_id\":\"{}\",{}", Uuid::new_v4(), &text[1..])
+        }),
+        Expect::Parked(Some("schema"), "duplicate field"),
+    );
+    add(
+        "JSON nested 10,000 deep",
+        Record::payload(format!(
+            "{{\"tx_id\":{}{}}}",
+            "[".repeat(10_000),
+            "]".repeat(10_000)
+        )),
+        Expect::Parked(None, ""),
+    );
+    add(
+        "a byte-order mark before the JSON",
+        Record::payload([b"\xef\xbb\xbf".as_slice(), &g.next_now().to_json()].concat()),
+        Expect::Parked(Some("invalid_json"), ""),
+    );
+    add(
+        "a field name with control characters",
+        Record::payload(with(&mut g, "amount", json!({"\u{0}\u{7}": 1}))),
+        Expect::Parked(Some("schema"), "amount"),
+    );
+    // keys that are not UTF-8, binary headers and timestamps PostgreSQL cannot hold, on
+    // messages that are parked and on messages that land
+    let odd = |payload: Vec<u8>, timestamp: i64| Record {
+        key: Some(b"\xff\x00\xfe key".to_vec()),
+        payload: Some(payload),
+        timestamp: Some(timestamp),
+        headers: vec![
+            ("\u{0}binary".into(), Some(b"\x00\xff\x80".to_vec())),
+            ("null".into(), None),
+        ],
+    };
+    for (label, ts) in [
+        ("year 292,000,000", i64::MAX),
+        ("year 200,000", 6_249_223_000_000_000),
+        ("1970", 1),
+    ] {
+        add(
+            &format!("not JSON, binary key and headers, Kafka timestamp {label}"),
+            odd(b"\xc3\x28 garbage".to_vec(), ts),
+            Expect::Parked(Some("not_utf8"), "UTF-8"),
+        );
+        let t = g.next_now();
+        add(
+            &format!("valid, binary key and headers, Kafka timestamp {label}"),
+            odd(t.to_json(), ts),
+            Expect::Row(t),
+        );
+    }
+    // text PostgreSQL stores as is: control characters other than NUL, any script
+    let mut t = g.next_now();
+    t.merchant = "Caf\u{e9}\t\u{1b}[0m\nB\u{e4}ckerei \u{6771}\u{4eac} \u{1f600}".into();
+    t.category = "\u{7f}odd\r".into();
+    add(
+        "control characters PostgreSQL accepts",
+        Record::payload(t.to_json()),
+        Expect::Row(t),
+    );
+    cases
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_records_land_or_are_parked_and_the_sink_keeps_running() -> anyhow::Result<()> {
+    let stack = stack();
+    let topic = unique("hard_hostile");
+    let table = unique("sink_hostile");
+    // accept any CreateTime, as a broker configured by someone else may
+    create_topic_with(
+        &stack,
+        &topic,
+        1,
+        1,
+        &[("message.timestamp.after.max.ms", "9223372036854775807")],
+    )
+    .await?;
+    let db = pg(&stack).await?;
+    let cases = hostile_cases();
+    let records: Vec<Record> = cases.iter().map(|c| c.record.clone()).collect();
+    produce_records(&stack, &topic, 0, &records).await?;
+
+    let sink = start_sink(sink_config(&stack, &topic, &table));
+    wait_for_table(&db, &table).await?;
+    wait_accounted(&db, &table, cases.len() as i64, &sink).await?;
+    assert!(!sink.handle.is_finished(), "the sink never exits");
+    let report = sink.stop().await?;
+
+    let rows: HashMap<Uuid, Transaction> = table_rows(&db, &table)
+        .await?
+        .into_iter()
+        .map(|t| (t.tx_id, t))
+        .collect();
+    let parked = dead_letters(&db, &table).await?;
+    let mut expected_rows = 0;
+    for (offset, case) in cases.iter().enumerate() {
+        let offset = offset as i64;
+        match &case.expect {
+            Expect::Row(t) => {
+                expected_rows += 1;
+                assert_eq!(rows.get(&t.tx_id), Some(t), "{}", case.name);
+                assert!(!parked.contains_key(&offset), "{} was parked", case.name);
+            }
+            Expect::Parked(class, reason_contains) => {
+                let row = parked
+                    .get(&offset)
+                    .unwrap_or_else(|| panic!("{} was not parked", case.name));
+                let (got_class, reason): (String, String) = (row.get(1), row.get(3));
+                if let Some(class) = class {
+                    assert_eq!(&got_class, class, "{}: {reason}", case.name);
+                }
+                assert!(reason.contains(reason_contains), "{}: {reason}", case.name);
+                assert!(
+                    reason.len() <= 2048,
+                    "{}: {} bytes",
+                    case.name,
+                    reason.len()
+                );
+                assert!(
+                    !reason.chars().any(char::is_control),
+                    "{}: control characters in {reason:?}",
+                    case.name
+                );
+                let field: Option<String> = row.get(2);
+                assert!(field.is_none_or(|f| !f.chars().any(char::is_control)));
+                // the raw bytes are kept
+                let payload: Option<Vec<u8>> = row.get(4);
+                assert_eq!(
+                    payload.unwrap_or_default(),
+                    case.record.payload.clone().unwrap_or_default(),
+                    "{}",
+                    case.name
+                );
+                let key: Option<Vec<u8>> = row.get(5);
+                assert_eq!(key, case.record.key, "{}", case.name);
+                let ts: Option<chrono::DateTime<chrono::Utc>> = row.get(6);
+                match case.record.timestamp {
+                    Some(ms) if ms > 8_000_000_000_000_000 => {
+                        assert_eq!(
+                            ts, None,
+                            "{}: a timestamp PostgreSQL cannot hold",
+                            case.name
+                        )
+                    }
+                    Some(ms) => assert_eq!(ts.map(|t| t.timestamp_millis()), Some(ms)),
+                    None => assert!(ts.is_some(), "{}", case.name),
+                }
+            }
+        }
+    }
+    assert_eq!(rows.len(), expected_rows);
+    assert_eq!(parked.len(), cases.len() - expected_rows);
+    assert_eq!(report.dead_letters as usize, parked.len());
+    report_figures(&format!(
+        "FIGURES hostile records: cases={} rows={} dead_letters={} sink_exits=0",
+        cases.len(),
+        rows.len(),
+        parked.len()
+    ));
+    drop_tables(&db, &table).await
+}
+
+/// Mutates a valid payload the way broken clients and bad networks do.
+fn mutate(rng: &mut rand::rngs::StdRng, mut bytes: Vec<u8>) -> Vec<u8> {
+    match rng.random_range(0..6) {
+        0 => {
+            let i = rng.random_range(0..bytes.len());
+            bytes[i] = rng.random();
+        }
+        1 => {
+            let i = rng.random_range(0..bytes.len());
+            bytes.truncate(i);
+        }
+        2 => {
+            let i = rng.random_range(0..bytes.len());
+            bytes.insert(i, rng.random_range(0..0x20));
+        }
+        3 => {
+            let i = rng.random_range(0..bytes.len());
+            bytes.splice(i..i, *b"\\u0000");
+        }
+        4 => {
+            let n = rng.random_range(0..64);
+            bytes = (0..n).map(|_| rng.random()).collect();
+        }
+        _ => {
+            for _ in 0..rng.random_range(1..8) {
+                let i = rng.random_range(0..bytes.len());
+                bytes[i] = rng.random();
+            }
+        }
+    }
+    bytes
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn randomly_mutated_payloads_each_land_or_are_parked() -> anyhow::Result<()> {
+    let stack = stack();
+    let topic = unique("hard_fuzz");
+    let table = unique("sink_fuzz");
+    create_topic(&stack, &topic, 1).await?;
+    let db = pg(&stack).await?;
+    let seed: u64 = rand::rng().random();
+    eprintln!("mutation seed {seed}");
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let mut g = generator(seed);
+    let payloads: Vec<Vec<u8>> = (0..400)
+        .map(|_| mutate(&mut rng, g.next_now().to_json()))
+        .collect();
+    produce_raw(&stack, &topic, 0, &payloads).await?;
+
+    let sink = start_sink(sink_config(&stack, &topic, &table));
+    wait_for_table(&db, &table).await?;
+    // every payload with its own tx_id: each is one row or one dead letter
+    let decoded: Vec<Option<Transaction>> = payloads
+        .iter()
+        .map(|p| Transaction::from_json(p).ok())
+        .collect();
+    let mut landing: HashMap<Uuid, Transaction> = HashMap::new();
+    let mut duplicates = 0;
+    for t in decoded.iter().flatten() {
+        if landing.insert(t.tx_id, t.clone()).is_some() {
+            duplicates += 1;
+        }
+    }
+    wait_accounted(&db, &table, payloads.len() as i64 - duplicates, &sink).await?;
+    let report = sink.stop().await?;
+    let rows: HashMap<Uuid, Transaction> = table_rows(&db, &table)
+        .await?
+        .into_iter()
+        .map(|t| (t.tx_id, t))
+        .collect();
+    let parked = dead_letters(&db, &table).await?;
+    for (offset, (payload, t)) in payloads.iter().zip(&decoded).enumerate() {
+        match t {
+            Some(t) => assert_eq!(rows.get(&t.tx_id), Some(t), "seed {seed} offset {offset}"),
+            None => assert!(
+                parked.contains_key(&(offset as i64)),
+                "seed {seed}: offset {offset} ({:?}) neither landed nor parked",
+                String::from_utf8_lossy(payload)
+            ),
+        }
+    }
+    assert_eq!(rows.len(), landing.len(), "seed {seed}");
+    assert_eq!(report.messages as usize, payloads.len(), "seed {seed}");
+    report_figures(&format!(
+        "FIGURES mutated payloads: seed={seed} messages={} rows={} dead_letters={}",
+        payloads.len(),
+        rows.len(),
+        parked.len()
+    ));
+    drop_tables(&db, &table).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_letter_postgres_rejects_is_stored_as_a_minimal_unstorable_one() -> anyhow::Result<()>
+{
+    let stack = stack();
+    let topic = unique("hard_unstorable");
+    let table = unique("sink_unstorable");
+    create_topic(&stack, &topic, 1).await?;
+    let db = pg(&stack).await?;
+    let sink = start_sink(sink_config(&stack, &topic, &table));
+    wait_for_table(&db, &table).await?;
+    // an operator's rule the sink does not know about rejects some dead letters
+    db.batch_execute(&format!(
+        "ALTER TABLE {table}_dead_letters ADD CONSTRAINT no_json_errors CHECK (error_class <> 'invalid_json')"
+    ))
+    .await?;
+    let mut g = generator(7);
+    let valid: Vec<Transaction> = (0..3).map(|_| g.next_now()).collect();
+    let payloads = vec![
+        valid[0].to_json(),
+        b"{not json".to_vec(),
+        valid[1].to_json(),
+        b"\xff not utf-8".to_vec(),
+        valid[2].to_json(),
+    ];
+    produce_raw(&stack, &topic, 0, &payloads).await?;
+    wait_accounted(&db, &table, payloads.len() as i64, &sink).await?;
+    let report = sink.stop().await?;
+    assert_same(&valid, &table_rows(&db, &table).await?);
+    let parked = dead_letters(&db, &table).await?;
+    assert_eq!(parked.len(), 2);
+    let minimal = &parked[&1];
+    assert_eq!(minimal.get::<_, String>(1), "unstorable");
+    let reason: String = minimal.get(3);
+    assert!(
+        reason.contains("invalid_json") && reason.contains("no_json_errors"),
+        "{reason}"
+    );
+    assert_eq!(parked[&3].get::<_, String>(1), "not_utf8");
+    assert_eq!(
+        parked[&3].get::<_, Option<Vec<u8>>>(4).unwrap(),
+        payloads[3]
+    );
+    assert_eq!(report.dead_letters, 2);
+    drop_tables(&db, &table).await
+}
