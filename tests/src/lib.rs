@@ -415,7 +415,7 @@ pub async fn table_rows(client: &tokio_postgres::Client, table: &str) -> Result<
     rows.iter()
         .map(|r| {
             let ts: chrono::NaiveDateTime = r.get(6);
-            let ms: i32 = r.get(9);
+            let ms: Option<i32> = r.get(9);
             Ok(Transaction {
                 tx_id: r.get::<_, String>(0).parse()?,
                 user_id: r.get::<_, String>(1).parse()?,
@@ -426,7 +426,7 @@ pub async fn table_rows(client: &tokio_postgres::Client, table: &str) -> Result<
                 timestamp: ts.and_utc(),
                 source_system: r.get(7),
                 transaction_type: r.get(8),
-                processing_time_ms: u32::try_from(ms)?,
+                processing_time_ms: ms.map(u32::try_from).transpose()?,
             })
         })
         .collect()

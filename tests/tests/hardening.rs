@@ -466,3 +466,181 @@ async fn a_dead_letter_postgres_rejects_is_stored_as_a_minimal_unstorable_one() 
     assert_eq!(report.dead_letters, 2);
     drop_tables(&db, &table).await
 }
+
+/// Transactions as a seed-style Python producer writes them (`json.dumps` of a dict with
+/// `datetime.isoformat()` timestamps, naive or aware, some in the seed table's shape), each
+/// with the UTC instant Python itself computes for it, in microseconds since the epoch.
+fn python_payloads(users: &[Uuid]) -> anyhow::Result<Vec<(Vec<u8>, i64)>> {
+    let script = r#"
+import json, sys, uuid, random
+from datetime import datetime, timedelta, timezone
+from zoneinfo import ZoneInfo
+random.seed(11)
+users = sys.argv[1:]
+epoch = datetime(1970, 1, 1, tzinfo=timezone.utc)
+forms = [
+    lambda t: t.replace(tzinfo=None),                          # naive, as datetime.now()
+    lambda t: t.replace(tzinfo=None, microsecond=0),           # naive, no fraction
+    lambda t: t,                                               # aware: +00:00
+    lambda t: t.astimezone(ZoneInfo("Asia/Kolkata")),          # +05:30
+    lambda t: t.astimezone(ZoneInfo("America/New_York")),      # -04:00 / -05:00
+    lambda t: t.astimezone(timezone(timedelta(hours=-9, minutes=-30))),
+]
+for i in range(60):
+    t = datetime(2025, 1, 1, tzinfo=timezone.utc) + timedelta(seconds=random.randrange(0, 20_000_000), microseconds=random.randrange(0, 1_000_000))
+    local = forms[i % len(forms)](t)
+    stamp = local.isoformat(sep=" " if i % 4 == 0 else "T")
+    aware = local if local.tzinfo else local.replace(tzinfo=timezone.utc)
+    expected = (aware - epoch) // timedelta(microseconds=1)
+    msg = {
+        "tx_id": str(uuid.uuid4()),
+        "user_id": random.choice(users),
+        "amount": round(random.uniform(1, 2000), 2),
+        "currency": random.choice(["USD", "EUR", "GBP"]),
+        "merchant": random.choice(["Amazon", "Starbucks", "Café Zürich"]),
+        "category": random.choice(["online_shopping", "food_dining"]),
+        "timestamp": stamp,
+    }
+    if i % 3:
+        msg.update(source_system="streaming_kafka", transaction_type="real_time", processing_time_ms=random.randint(10, 900))
+    print(json.dumps(msg) + "\t" + str(expected))
+"#;
+    let out = std::process::Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .args(users.iter().map(Uuid::to_string))
+        .output()?;
+    anyhow::ensure!(
+        out.status.success(),
+        "python3 failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)?
+        .lines()
+        .map(|l| {
+            let (json, micros) = l.split_once('\t').unwrap();
+            Ok((json.as_bytes().to_vec(), micros.parse()?))
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_seed_style_python_producer_lands_every_message_at_its_utc_instant() -> anyhow::Result<()>
+{
+    let stack = stack();
+    let topic = unique("hard_python");
+    let table = unique("sink_python");
+    create_topic(&stack, &topic, 1).await?;
+    let db = pg(&stack).await?;
+    let users = txn_model::load_users(&users_dir())?.ids;
+    let payloads = python_payloads(&users)?;
+    let raw: Vec<Vec<u8>> = payloads.iter().map(|(p, _)| p.clone()).collect();
+    produce_raw(&stack, &topic, 0, &raw).await?;
+
+    let sink = start_sink(sink_config(&stack, &topic, &table));
+    wait_for_table(&db, &table).await?;
+    wait_accounted(&db, &table, raw.len() as i64, &sink).await?;
+    let report = sink.stop().await?;
+    assert_eq!(report.dead_letters, 0, "{report:?}");
+    let rows = db
+        .query(
+            &format!(
+                "SELECT tx_id, (extract(epoch FROM \"timestamp\") * 1000000)::int8, source_system, processing_time_ms FROM {table}"
+            ),
+            &[],
+        )
+        .await?;
+    let stored: HashMap<String, (i64, Option<String>, Option<i32>)> = rows
+        .iter()
+        .map(|r| (r.get(0), (r.get(1), r.get(2), r.get(3))))
+        .collect();
+    assert_eq!(stored.len(), payloads.len());
+    let mut seed_shape = 0;
+    for (payload, micros) in &payloads {
+        let v: Value = serde_json::from_slice(payload)?;
+        let (at, source, ms) = &stored[v["tx_id"].as_str().unwrap()];
+        assert_eq!(at, micros, "{v}");
+        if v.get("source_system").is_none() {
+            seed_shape += 1;
+            assert_eq!((source, ms), (&None, &None), "{v}");
+        } else {
+            assert_eq!(source.as_deref(), Some("streaming_kafka"));
+            assert_eq!(ms.map(i64::from), v["processing_time_ms"].as_i64());
+        }
+    }
+    assert!(seed_shape >= 20);
+    report_figures(&format!(
+        "FIGURES python-style producer: messages={} rows={} seed_table_shape={seed_shape} dead_letters=0",
+        payloads.len(),
+        stored.len()
+    ));
+    drop_tables(&db, &table).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_message_twice_in_a_batch_and_again_later_is_one_row_and_duplicates()
+-> anyhow::Result<()> {
+    let stack = stack();
+    let topic = unique("hard_twice");
+    let table = unique("sink_twice");
+    create_topic(&stack, &topic, 1).await?;
+    let db = pg(&stack).await?;
+    let mut g = generator(3);
+    // nanoseconds, which PostgreSQL cannot keep: the stored row has microseconds
+    let mut v = value(&g.next_now());
+    v["timestamp"] = json!("2025-08-15T10:30:00.123456789Z");
+    let twice = serde_json::to_vec(&v)?;
+    let other = g.next_now();
+    // both copies in one batch (written before the sink starts), with another message
+    produce_raw(
+        &stack,
+        &topic,
+        0,
+        &[twice.clone(), other.to_json(), twice.clone()],
+    )
+    .await?;
+    let sink = start_sink(sink_config(&stack, &topic, &table));
+    wait_for_table(&db, &table).await?;
+    wait_accounted(&db, &table, 2, &sink).await?;
+    // and once more later, alone
+    produce_raw(&stack, &topic, 0, std::slice::from_ref(&twice)).await?;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let next: Option<i64> = db
+            .query_opt(&format!("SELECT next_offset FROM {table}_offsets"), &[])
+            .await?
+            .map(|r| r.get(0));
+        if next == Some(4) {
+            break;
+        }
+        anyhow::ensure!(!sink.handle.is_finished(), "the sink stopped");
+        anyhow::ensure!(tokio::time::Instant::now() < deadline, "offset {next:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let report = sink.stop().await?;
+    assert_eq!(count_rows(&db, &table).await?, 2);
+    assert!(
+        dead_letters(&db, &table).await?.is_empty(),
+        "nothing is a conflict"
+    );
+    assert_eq!(
+        (
+            report.messages,
+            report.inserted,
+            report.duplicates,
+            report.conflicts,
+            report.dead_letters
+        ),
+        (4, 2, 2, 0, 0),
+        "{report:?}"
+    );
+    let micros: i64 = db
+        .query_one(
+            &format!("SELECT extract(microseconds FROM \"timestamp\")::int8 FROM {table} WHERE tx_id = $1"),
+            &[&v["tx_id"].as_str().unwrap()],
+        )
+        .await?
+        .get(0);
+    assert_eq!(micros, 123_456);
+    drop_tables(&db, &table).await
+}

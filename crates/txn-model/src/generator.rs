@@ -311,9 +311,9 @@ impl Generator {
             merchant: merchant.to_owned(),
             category: category.name.to_owned(),
             timestamp,
-            source_system: SOURCE_SYSTEM.to_owned(),
-            transaction_type: TRANSACTION_TYPE.to_owned(),
-            processing_time_ms,
+            source_system: Some(SOURCE_SYSTEM.to_owned()),
+            transaction_type: Some(TRANSACTION_TYPE.to_owned()),
+            processing_time_ms: Some(processing_time_ms),
         }
     }
 
@@ -413,9 +413,9 @@ mod tests {
                 usd.push(tx.amount);
             }
             *currency_count.entry(tx.currency.to_string()).or_default() += 1;
-            assert!((15..=5_000).contains(&tx.processing_time_ms));
-            assert_eq!(tx.source_system, "streaming_kafka");
-            assert_eq!(tx.transaction_type, "real_time");
+            assert!((15..=5_000).contains(&tx.processing_time_ms.unwrap()));
+            assert_eq!(tx.source_system.as_deref(), Some("streaming_kafka"));
+            assert_eq!(tx.transaction_type.as_deref(), Some("real_time"));
         }
         // USD dominates the mix
         assert!(

@@ -18,7 +18,7 @@
 use std::fmt;
 use std::str::FromStr;
 
-use chrono::{DateTime, SecondsFormat, Utc};
+use chrono::{DateTime, NaiveDateTime, SecondsFormat, Utc};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use uuid::Uuid;
@@ -53,15 +53,20 @@ pub struct Transaction {
     pub merchant: String,
     /// Merchant category (`online_shopping`, `groceries`, …), at most 100 characters.
     pub category: String,
-    /// When the transaction happened, UTC, RFC 3339 with `Z` on the wire.
+    /// When the transaction happened, UTC, at most microsecond precision (what PostgreSQL
+    /// keeps). On the wire RFC 3339 with `Z`; read from the ISO 8601 forms producers
+    /// write (see [`parse_timestamp`]).
     #[serde(with = "timestamp")]
     pub timestamp: DateTime<Utc>,
-    /// Always `streaming_kafka` for generated data.
-    pub source_system: String,
-    /// Always `real_time` for generated data.
-    pub transaction_type: String,
-    /// Time the payment processor took, in milliseconds.
-    pub processing_time_ms: u32,
+    /// `streaming_kafka` for generated data; optional (absent in the seed table's shape).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_system: Option<String>,
+    /// `real_time` for generated data; optional.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transaction_type: Option<String>,
+    /// Time the payment processor took, in milliseconds; optional.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub processing_time_ms: Option<u32>,
 }
 
 /// Why a payload is not a valid [`Transaction`].
@@ -165,12 +170,18 @@ impl Transaction {
         }
         check_text("merchant", &self.merchant, MERCHANT_MAX_CHARS)?;
         check_text("category", &self.category, CATEGORY_MAX_CHARS)?;
-        check_text("source_system", &self.source_system, LABEL_MAX_CHARS)?;
-        check_text("transaction_type", &self.transaction_type, LABEL_MAX_CHARS)?;
-        if i32::try_from(self.processing_time_ms).is_err() {
+        if let Some(s) = &self.source_system {
+            check_text("source_system", s, LABEL_MAX_CHARS)?;
+        }
+        if let Some(t) = &self.transaction_type {
+            check_text("transaction_type", t, LABEL_MAX_CHARS)?;
+        }
+        if let Some(ms) = self.processing_time_ms
+            && i32::try_from(ms).is_err()
+        {
             return Err(DecodeError::field_error(
                 "processing_time_ms",
-                format!("{} does not fit INTEGER", self.processing_time_ms),
+                format!("{ms} does not fit INTEGER"),
             ));
         }
         Ok(())
@@ -303,7 +314,82 @@ mod amount {
     }
 }
 
-/// `timestamp` as RFC 3339 in UTC with `Z`; any RFC 3339 offset is accepted on input.
+/// Parses a timestamp in the forms producers write, to UTC, truncated to microseconds:
+///
+/// - RFC 3339 and ISO 8601 extended: `2025-08-15T10:30:00Z`, `…+02:00`, `…+0200`, `…+02`;
+/// - a space instead of the `T` (`2025-08-15 10:30:00`, as PostgreSQL and many logs write);
+/// - 0 to 9 fractional digits (`…:00`, `…:00.1`, `…:00.123456789`);
+/// - no offset at all (Python's `datetime.isoformat()` of a naive datetime, Faker's
+///   `iso8601()`): taken as UTC.
+///
+/// Digits beyond the microsecond are dropped (not rounded): PostgreSQL keeps microseconds,
+/// so a message and its stored row compare equal, and a redelivery is a plain duplicate.
+///
+/// # Errors
+/// A message saying which forms are accepted.
+pub fn parse_timestamp(s: &str) -> Result<DateTime<Utc>, String> {
+    let bad = || {
+        format!(
+            "{s:?} is not an ISO 8601 timestamp (YYYY-MM-DDTHH:MM:SS[.fraction][Z|±HH:MM], or without the offset for UTC)"
+        )
+    };
+    // the date is YYYY-MM-DD, so an offset sign can only come after the 'T' or space
+    let split = s
+        .get(10..)
+        .and_then(|time| time.rfind(['+', '-', 'Z', 'z']).map(|i| 10 + i));
+    let (local, offset) = match split {
+        Some(i) => (&s[..i], &s[i..]),
+        None => (s, ""),
+    };
+    let offset_secs = match offset.as_bytes() {
+        [] | [b'Z' | b'z'] => 0,
+        [sign @ (b'+' | b'-'), rest @ ..] => {
+            let digits = |b: &[u8]| -> Option<i32> {
+                (b.len() == 2 && b.iter().all(u8::is_ascii_digit))
+                    .then(|| i32::from(b[0] - b'0') * 10 + i32::from(b[1] - b'0'))
+            };
+            let (h, m) = match rest {
+                [h1, h2] => (digits(&[*h1, *h2]), Some(0)),
+                [h1, h2, b':', m1, m2] | [h1, h2, m1, m2] => {
+                    (digits(&[*h1, *h2]), digits(&[*m1, *m2]))
+                }
+                _ => (None, None),
+            };
+            match (h, m) {
+                (Some(h), Some(m)) if h < 24 && m < 60 => {
+                    let secs = h * 3600 + m * 60;
+                    if *sign == b'-' { -secs } else { secs }
+                }
+                _ => return Err(bad()),
+            }
+        }
+        _ => return Err(bad()),
+    };
+    let sep = local.as_bytes().get(10).copied();
+    if !matches!(sep, Some(b'T' | b't' | b' ')) {
+        return Err(bad());
+    }
+    let (date, time) = (&local[..10], &local[11..]);
+    let (hms, fraction) = match time.split_once('.') {
+        Some((hms, f)) if (1..=9).contains(&f.len()) && f.bytes().all(|b| b.is_ascii_digit()) => {
+            (hms, f)
+        }
+        Some(_) => return Err(bad()),
+        None => (time, ""),
+    };
+    let naive = NaiveDateTime::parse_from_str(&format!("{date}T{hms}"), "%Y-%m-%dT%H:%M:%S")
+        .map_err(|_| bad())?;
+    if date.len() != 10 || hms.len() != 8 {
+        return Err(bad());
+    }
+    // microseconds: the first six fractional digits, right-padded
+    let micros: u32 = format!("{fraction:0<6}")[..6].parse().map_err(|_| bad())?;
+    let naive = naive + chrono::Duration::microseconds(i64::from(micros));
+    let utc = naive - chrono::Duration::seconds(i64::from(offset_secs));
+    Ok(utc.and_utc())
+}
+
+/// `timestamp` as RFC 3339 in UTC with `Z`; read with [`parse_timestamp`].
 mod timestamp {
     use super::*;
 
@@ -313,11 +399,7 @@ mod timestamp {
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<DateTime<Utc>, D::Error> {
         let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
-        DateTime::parse_from_rfc3339(&s)
-            .map(|t| t.with_timezone(&Utc))
-            .map_err(|e| {
-                serde::de::Error::custom(format!("{s:?} is not an RFC 3339 timestamp: {e}"))
-            })
+        parse_timestamp(&s).map_err(serde::de::Error::custom)
     }
 }
 
@@ -337,9 +419,9 @@ mod tests {
             timestamp: DateTime::parse_from_rfc3339("2025-08-15T10:30:00Z")
                 .unwrap()
                 .with_timezone(&Utc),
-            source_system: SOURCE_SYSTEM.into(),
-            transaction_type: TRANSACTION_TYPE.into(),
-            processing_time_ms: 150,
+            source_system: Some(SOURCE_SYSTEM.into()),
+            transaction_type: Some(TRANSACTION_TYPE.into()),
+            processing_time_ms: Some(150),
         }
     }
 
@@ -430,13 +512,121 @@ mod tests {
         assert_eq!(again["timestamp"], "2025-08-15T10:30:00.250Z");
     }
 
+    #[test]
+    fn timestamps_in_the_forms_producers_write_are_read_as_utc_microseconds() {
+        let utc = |s: &str| {
+            parse_timestamp(s)
+                .unwrap_or_else(|e| panic!("{s}: {e}"))
+                .to_rfc3339_opts(SecondsFormat::AutoSi, true)
+        };
+        for (input, expected) in [
+            ("2025-08-15T10:30:00Z", "2025-08-15T10:30:00Z"),
+            ("2025-08-15T10:30:00z", "2025-08-15T10:30:00Z"),
+            ("2025-08-15t10:30:00Z", "2025-08-15T10:30:00Z"),
+            // Python's isoformat() of a naive datetime, Faker's iso8601(): no offset = UTC
+            ("2025-08-15T10:30:00.123456", "2025-08-15T10:30:00.123456Z"),
+            ("2025-08-15T10:30:00", "2025-08-15T10:30:00Z"),
+            // a space instead of the T
+            ("2025-08-15 10:30:00", "2025-08-15T10:30:00Z"),
+            ("2025-08-15 10:30:00.5+00:00", "2025-08-15T10:30:00.500Z"),
+            // offsets, converted to UTC
+            ("2025-08-15T12:30:00+02:00", "2025-08-15T10:30:00Z"),
+            ("2025-08-15T12:30:00+0200", "2025-08-15T10:30:00Z"),
+            ("2025-08-15T12:30:00+02", "2025-08-15T10:30:00Z"),
+            ("2025-08-15T05:00:00-05:30", "2025-08-15T10:30:00Z"),
+            ("2025-08-15T00:30:00-1000", "2025-08-15T10:30:00Z"),
+            ("2025-01-01T00:30:00+01:00", "2024-12-31T23:30:00Z"),
+            // 0 to 9 fractional digits, truncated (not rounded) to microseconds
+            ("2025-08-15T10:30:00.1Z", "2025-08-15T10:30:00.100Z"),
+            (
+                "2025-08-15T10:30:00.123456789Z",
+                "2025-08-15T10:30:00.123456Z",
+            ),
+            (
+                "2025-08-15T10:30:00.999999999Z",
+                "2025-08-15T10:30:00.999999Z",
+            ),
+            (
+                "2025-08-15T10:30:00.000000001+01:00",
+                "2025-08-15T09:30:00Z",
+            ),
+        ] {
+            assert_eq!(utc(input), expected, "{input}");
+        }
+        for bad in [
+            "",
+            "yesterday",
+            "2025-08-15",
+            "2025-08-15T10:30",
+            "2025-08-15T10:30:00.",
+            "2025-08-15T10:30:00.1234567890Z",
+            "2025-08-15T10:30:00+2:00",
+            "2025-08-15T10:30:00+24:00",
+            "2025-08-15T10:30:00+02:60",
+            "2025-08-15T10:30:00 +02:00",
+            "2025-08-15T10:30:00ZZ",
+            "2025-08-15T10:30:00Z+01:00",
+            "2025-08-15X10:30:00Z",
+            "2025-13-15T10:30:00Z",
+            "2025-8-15T10:30:00Z",
+            "2025-08-15T1:30:00Z",
+            "15/08/2025 10:30",
+            "2025-08-15T10:30:00\u{0}Z",
+            "2025-08-15T10:30:00.12a",
+            "２０２５-08-15T10:30:00Z",
+            "2025-08-15T10:30:00+02:00\n",
+        ] {
+            assert!(parse_timestamp(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn a_redelivery_with_nanoseconds_decodes_equal_to_its_stored_microseconds() {
+        let mut v = sample_value();
+        v["timestamp"] = json!("2025-08-15T10:30:00.123456789Z");
+        let first = Transaction::from_json(v.to_string().as_bytes()).unwrap();
+        // what PostgreSQL keeps (microseconds), read back and written again
+        v["timestamp"] = json!("2025-08-15 10:30:00.123456");
+        let stored = Transaction::from_json(v.to_string().as_bytes()).unwrap();
+        assert_eq!(first, stored);
+        assert_eq!(first.timestamp.timestamp_subsec_nanos(), 123_456_000);
+    }
+
+    #[test]
+    fn the_fields_beyond_the_seed_table_are_optional() {
+        let mut v = sample_value();
+        for field in ["source_system", "transaction_type", "processing_time_ms"] {
+            v.as_object_mut().unwrap().remove(field);
+        }
+        let tx = Transaction::from_json(v.to_string().as_bytes()).unwrap();
+        assert_eq!(
+            (tx.source_system, tx.transaction_type, tx.processing_time_ms),
+            (None, None, None)
+        );
+        // explicit nulls too
+        let mut v = sample_value();
+        v["source_system"] = Value::Null;
+        v["processing_time_ms"] = Value::Null;
+        let tx = Transaction::from_json(v.to_string().as_bytes()).unwrap();
+        assert_eq!(tx.source_system, None);
+        assert_eq!(tx.processing_time_ms, None);
+        assert_eq!(tx.transaction_type.as_deref(), Some(TRANSACTION_TYPE));
+        // and written without them: the seed table's shape
+        let text = String::from_utf8(tx.to_json()).unwrap();
+        assert!(!text.contains("source_system") && !text.contains("processing_time_ms"));
+    }
+
     fn decode_err(v: &Value) -> DecodeError {
         Transaction::from_json(v.to_string().as_bytes()).unwrap_err()
     }
 
     #[test]
     fn each_missing_field_is_named() {
+        let optional = ["source_system", "transaction_type", "processing_time_ms"];
         for field in sample_value().as_object().unwrap().keys() {
+            if optional.contains(&field.as_str()) {
+                continue;
+            }
             let mut v = sample_value();
             v.as_object_mut().unwrap().remove(field);
             let err = decode_err(&v);
