@@ -801,3 +801,119 @@ pub async fn wait_for_table(db: &tokio_postgres::Client, table: &str) -> Result<
     }
     Ok(())
 }
+
+/// Runs one of Kafka's own command-line tools (the Java clients, from the jars that
+/// `scripts/stack.sh` fetched) with `args`, feeding it `stdin`; fails unless it exits 0.
+pub async fn kafka_tool(class: &str, args: &[&str], stdin: &[u8]) -> Result<String> {
+    use tokio::io::AsyncWriteExt;
+    let libs = root().join(".stack/kafka/libs");
+    anyhow::ensure!(
+        libs.is_dir(),
+        "Kafka's jars are missing: run scripts/stack.sh up"
+    );
+    let mut child = tokio::process::Command::new("java")
+        .arg("-Xmx256m")
+        .arg("-cp")
+        .arg(format!("{}/*", libs.display()))
+        .arg(format!(
+            "-Dlog4j2.configurationFile={}",
+            root()
+                .join("scripts/kafka/tools-log4j2.properties")
+                .display()
+        ))
+        .arg(class)
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .context("cannot run java: Kafka's tools need Java 17+")?;
+    let mut input = child.stdin.take().context("stdin")?;
+    input.write_all(stdin).await?;
+    drop(input);
+    let out = tokio::time::timeout(Duration::from_secs(120), child.wait_with_output())
+        .await
+        .with_context(|| format!("{class} did not finish within 120 s"))??;
+    anyhow::ensure!(
+        out.status.success(),
+        "{class} failed ({}): {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(String::from_utf8(out.stdout)?)
+}
+
+/// Reads `n` records of `topic` from the beginning with Kafka's console consumer (the Java
+/// client): `(partition, key, value)` as it prints them.
+pub async fn console_consume(
+    stack: &Stack,
+    topic: &str,
+    n: usize,
+) -> Result<Vec<(i32, String, String)>> {
+    let out = kafka_tool(
+        "org.apache.kafka.tools.consumer.ConsoleConsumer",
+        &[
+            "--bootstrap-server",
+            &stack.bootstrap,
+            "--topic",
+            topic,
+            "--from-beginning",
+            "--max-messages",
+            &n.to_string(),
+            "--timeout-ms",
+            "60000",
+            "--property",
+            "print.key=true",
+            "--property",
+            "print.partition=true",
+        ],
+        b"",
+    )
+    .await?;
+    out.lines()
+        .map(|l| {
+            let mut parts = l.splitn(3, '\t');
+            let (Some(p), Some(k), Some(v)) = (parts.next(), parts.next(), parts.next()) else {
+                bail!("unexpected console consumer line {l:?}");
+            };
+            let p = p
+                .strip_prefix("Partition:")
+                .with_context(|| format!("no partition in {l:?}"))?
+                .parse()?;
+            Ok((p, k.to_owned(), v.to_owned()))
+        })
+        .collect()
+}
+
+/// Publishes `lines` (`key<TAB>value`) with Kafka's console producer (the Java client),
+/// compressed with `codec` (`none`, `gzip`, `snappy`, `lz4`, `zstd`).
+pub async fn console_produce(
+    stack: &Stack,
+    topic: &str,
+    codec: &str,
+    lines: &[String],
+) -> Result<()> {
+    let mut input = lines.join("\n");
+    input.push('\n');
+    kafka_tool(
+        "org.apache.kafka.tools.ConsoleProducer",
+        &[
+            "--bootstrap-server",
+            &stack.bootstrap,
+            "--topic",
+            topic,
+            "--compression-codec",
+            codec,
+            "--property",
+            "parse.key=true",
+            "--property",
+            "key.separator=\t",
+            "--producer-property",
+            "acks=all",
+        ],
+        input.as_bytes(),
+    )
+    .await?;
+    Ok(())
+}

@@ -644,3 +644,71 @@ async fn the_same_message_twice_in_a_batch_and_again_later_is_one_row_and_duplic
     assert_eq!(micros, 123_456);
     drop_tables(&db, &table).await
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_are_the_user_id_text_and_partition_as_the_java_client_does() -> anyhow::Result<()> {
+    let stack = stack();
+    let topic = unique("hard_keys");
+    create_topic(&stack, &topic, 6).await?;
+    produce(&stack, &topic, 60).await?;
+    // Kafka's own console consumer sees the user_id as the key, in plain text
+    let ours = console_consume(&stack, &topic, 60).await?;
+    assert_eq!(ours.len(), 60);
+    let mut partition_of: HashMap<String, i32> = HashMap::new();
+    for (partition, key, value) in &ours {
+        let t = Transaction::from_json(value.as_bytes())?;
+        assert_eq!(
+            key,
+            &t.user_id.to_string(),
+            "the key is the message's user_id"
+        );
+        partition_of.insert(key.clone(), *partition);
+    }
+    assert!(partition_of.len() > 1);
+    // the Java client, keying by the same user_id, picks the same partitions (murmur2)
+    let mut g = generator(5);
+    let lines: Vec<String> = partition_of
+        .keys()
+        .map(|user| {
+            let mut t = g.next_now();
+            t.user_id = user.parse().unwrap();
+            format!("{user}\t{}", String::from_utf8(t.to_json()).unwrap())
+        })
+        .collect();
+    console_produce(&stack, &topic, "none", &lines).await?;
+    let all = console_consume(&stack, &topic, 60 + lines.len()).await?;
+    let mut checked = 0;
+    for (partition, key, value) in &all {
+        assert_eq!(partition_of.get(key), Some(partition), "{key}: {value}");
+        checked += 1;
+    }
+    assert_eq!(checked, 60 + lines.len());
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stop_while_the_producer_waits_on_a_full_local_queue_still_drains() -> anyhow::Result<()>
+{
+    let stack = stack();
+    let topic = unique("hard_full_queue");
+    create_topic(&stack, &topic, 1).await?;
+    let mut config = producer_config(&stack, &topic, 1_000);
+    // a local queue of one message that is held back 3 s: every other send waits on it
+    config.kafka_options = vec![
+        ("queue.buffering.max.messages".into(), "1".into()),
+        ("linger.ms".into(), "3000".into()),
+    ];
+    config.count = None;
+    let stop = tokio_util::sync::CancellationToken::new();
+    let run = tokio::spawn(producer::run(config, stop.clone()));
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    stop.cancel();
+    // the one queued message is delivered at ~3 s; the producer must then return
+    let report = tokio::time::timeout(Duration::from_secs(30), run)
+        .await
+        .map_err(|_| anyhow::anyhow!("the producer's drain hung after a stop signal"))???;
+    assert_eq!(report.sent, 1, "{report:?}");
+    assert_eq!(report.delivered, 1, "{report:?}");
+    assert!(report.lost_nothing(), "{report:?}");
+    Ok(())
+}

@@ -7,7 +7,8 @@
 //! - [`publisher`]: the Kafka client, its start-up check and the delivery accounting.
 //!
 //! Delivery rules: the client is idempotent with `acks=all`, so a retried send neither loses
-//! nor duplicates a message; records are keyed by `user_id`. On shutdown generation stops,
+//! nor duplicates a message; records are keyed by the `user_id` as text (the hyphenated
+//! lower-case form of the message), so every client partitions a user alike. On shutdown generation stops,
 //! every message in flight is waited for until it is delivered or has failed (bounded by
 //! the delivery timeout), and the [`Report`] says how many of each.
 
@@ -104,6 +105,9 @@ pub async fn run(config: ProducerConfig, shutdown: CancellationToken) -> Result<
     let mut sent = 0u64;
     // One payload buffer for the whole run: serialising allocates nothing per message.
     let mut payload = Vec::with_capacity(512);
+    // The key is the user_id as text, as the message has it: every client that keys by
+    // user_id (kcat, a Python producer, Kafka's console producer) picks the same partition.
+    let mut key = [0u8; uuid::fmt::Hyphenated::LENGTH];
     // An enqueue error ends generation, but the messages already in flight are still
     // drained below before the error is returned: none is left to `Drop`.
     let mut enqueue_error = None;
@@ -123,7 +127,7 @@ pub async fn run(config: ProducerConfig, shutdown: CancellationToken) -> Result<
         serde_json::to_writer(&mut payload, &tx).expect("a Transaction always serializes");
         tokio::select! {
             _ = shutdown.cancelled() => break,
-            r = publisher.send(tx.user_id.as_bytes(), &payload) => if let Err(e) = r {
+            r = publisher.send(tx.user_id.hyphenated().encode_lower(&mut key).as_bytes(), &payload) => if let Err(e) = r {
                 enqueue_error = Some(e);
                 break;
             },

@@ -166,25 +166,29 @@ impl Publisher {
     /// [`PublishError::Enqueue`] when librdkafka refuses the message outright.
     ///
     /// # Cancel safety
-    /// Cancel-safe: if cancelled while waiting for room, nothing was sent.
+    /// Cancel-safe: if cancelled while waiting for room (a permit or librdkafka's queue),
+    /// nothing was sent and the permit is returned.
     pub async fn send(&self, key: &[u8], payload: &[u8]) -> Result<(), PublishError> {
         // Invariant: the semaphore is never closed.
         let permit = self.permits.acquire().await.expect("semaphore open");
-        permit.forget(); // returned by the delivery callback
         let mut record = BaseRecord::with_opaque_to(&self.topic, self.stats.stamp())
             .key(key)
             .payload(payload);
         loop {
             match self.producer.send(record) {
-                Ok(()) => return Ok(()),
+                Ok(()) => {
+                    // enqueued: its delivery report returns the permit
+                    permit.forget();
+                    return Ok(());
+                }
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
+                    // Cancelled here (a stop signal while the local queue is full), the
+                    // permit is dropped and returned: nothing was enqueued, and `drain`
+                    // must not wait for a delivery report that never comes.
                     record = r;
                     tokio::time::sleep(Duration::from_millis(10)).await;
                 }
-                Err((e, _)) => {
-                    self.permits.add_permits(1);
-                    return Err(PublishError::Enqueue(e));
-                }
+                Err((e, _)) => return Err(PublishError::Enqueue(e)),
             }
         }
     }
