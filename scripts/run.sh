@@ -6,6 +6,7 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 export PATH="$HOME/.cargo/bin:$PATH"
+scripts/build-deps.sh
 scripts/stack.sh up
 cargo build -q -p producer -p sink
 

@@ -5,6 +5,7 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 export PATH="$HOME/.cargo/bin:$PATH"
+scripts/build-deps.sh
 scripts/stack.sh up
 # a hung test must not eat the CI budget
 rm -f target/test-figures.txt

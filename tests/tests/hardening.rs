@@ -712,3 +712,47 @@ async fn a_stop_while_the_producer_waits_on_a_full_local_queue_still_drains() ->
     assert!(report.lost_nothing(), "{report:?}");
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_compression_codec_of_the_java_client_and_ours_lands() -> anyhow::Result<()> {
+    let stack = stack();
+    let topic = unique("hard_codecs");
+    let table = unique("sink_codecs");
+    create_topic(&stack, &topic, 2).await?;
+    let db = pg(&stack).await?;
+    let sink = start_sink(sink_config(&stack, &topic, &table));
+    let mut g = generator(17);
+    let mut expected = Vec::new();
+    for codec in ["none", "gzip", "snappy", "lz4", "zstd"] {
+        // Kafka's console producer (the Java client) writes batches in this codec...
+        let batch: Vec<Transaction> = (0..40).map(|_| g.next_now()).collect();
+        let lines: Vec<String> = batch
+            .iter()
+            .map(|t| format!("{}\t{}", t.user_id, String::from_utf8(t.to_json()).unwrap()))
+            .collect();
+        console_produce(&stack, &topic, codec, &lines).await?;
+        expected.extend(batch);
+        // ...and so does ours
+        let mut config = producer_config(&stack, &topic, 40);
+        config.compression = codec.parse().map_err(anyhow::Error::msg)?;
+        config.seed = Some(expected.len() as u64);
+        let report = producer::run(config, tokio_util::sync::CancellationToken::new()).await?;
+        assert_eq!(report.delivered, 40, "{codec}: {report:?}");
+    }
+    let produced = read_topic(&stack, &topic).await?;
+    assert_eq!(produced.len(), 400);
+    wait_accounted(&db, &table, 400, &sink).await?;
+    let report = sink.stop().await?;
+    let produced: Vec<Transaction> = produced
+        .iter()
+        .map(|p| Transaction::from_json(p))
+        .collect::<Result<_, _>>()?;
+    assert_same(&produced, &table_rows(&db, &table).await?);
+    assert_eq!(report.dead_letters, 0);
+    report_figures(&format!(
+        "FIGURES codecs: none,gzip,snappy,lz4,zstd x (Java console producer, ours) = {} messages, rows={}, dead_letters=0",
+        produced.len(),
+        count_rows(&db, &table).await?
+    ));
+    drop_tables(&db, &table).await
+}

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use clap::Parser;
 
-use crate::config::{Pace, ProducerConfig};
+use crate::config::{Compression, Pace, ProducerConfig};
 
 /// Publishes realistic fake financial transactions to Kafka.
 #[derive(Debug, Parser)]
@@ -48,6 +48,11 @@ pub struct Args {
     #[arg(long, env = "PRODUCER_MAX_IN_FLIGHT", default_value_t = ProducerConfig::default().max_in_flight, value_parser = in_flight)]
     pub max_in_flight: usize,
 
+    /// Codec of the record batches written to Kafka (every codec is built in; the sink
+    /// reads them all).
+    #[arg(long, env = "PRODUCER_COMPRESSION", value_enum, default_value_t = Compression::Lz4)]
+    pub compression: Compression,
+
     /// Extra librdkafka property, KEY=VALUE (repeatable; env: comma-separated).
     #[arg(short = 'K', long = "kafka-option", env = "PRODUCER_KAFKA_OPTIONS", value_delimiter = ',', value_parser = txn_runtime::key_value)]
     pub kafka_options: Vec<(String, String)>,
@@ -71,6 +76,7 @@ impl Args {
             dry_run: self.dry_run,
             delivery_timeout: Duration::from_secs(self.delivery_timeout),
             max_in_flight: self.max_in_flight,
+            compression: self.compression,
             kafka_options: self.kafka_options,
             ..ProducerConfig::default()
         }
@@ -126,6 +132,22 @@ mod tests {
         );
         assert!(parse(&["--rate", "-1"]).is_err());
         assert!(parse(&["--interval", "0"]).is_err());
+    }
+
+    #[test]
+    fn compression_defaults_to_lz4_and_takes_every_codec() {
+        assert_eq!(parse(&[]).unwrap().compression, Compression::Lz4);
+        for (name, codec) in [
+            ("none", Compression::None),
+            ("gzip", Compression::Gzip),
+            ("snappy", Compression::Snappy),
+            ("lz4", Compression::Lz4),
+            ("zstd", Compression::Zstd),
+        ] {
+            let c = parse(&["--compression", name]).unwrap().compression;
+            assert_eq!((c, c.as_str()), (codec, name));
+        }
+        assert!(parse(&["--compression", "brotli"]).is_err());
     }
 
     #[test]

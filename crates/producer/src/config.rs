@@ -14,6 +14,43 @@ pub enum Pace {
     Unlimited,
 }
 
+/// The codec of the record batches the producer writes (`compression.type`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum Compression {
+    /// Uncompressed.
+    None,
+    /// gzip: small, slow.
+    Gzip,
+    /// Snappy.
+    Snappy,
+    /// LZ4: fast, the default.
+    #[default]
+    Lz4,
+    /// Zstandard: smallest at a similar speed; needs brokers 2.1 or newer.
+    Zstd,
+}
+
+impl Compression {
+    /// librdkafka's name of the codec.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Compression::None => "none",
+            Compression::Gzip => "gzip",
+            Compression::Snappy => "snappy",
+            Compression::Lz4 => "lz4",
+            Compression::Zstd => "zstd",
+        }
+    }
+}
+
+impl std::str::FromStr for Compression {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        <Compression as clap::ValueEnum>::from_str(s, true)
+    }
+}
+
 /// Everything `run` needs. Build it with `ProducerConfig { topic, ..Default::default() }`.
 #[derive(Debug, Clone)]
 pub struct ProducerConfig {
@@ -37,6 +74,8 @@ pub struct ProducerConfig {
     pub connect_timeout: Duration,
     /// Upper bound on messages sent but not yet acknowledged.
     pub max_in_flight: usize,
+    /// Codec of the record batches (default LZ4).
+    pub compression: Compression,
     /// Extra librdkafka properties (`key=value`), applied last.
     pub kafka_options: Vec<(String, String)>,
 }
@@ -54,6 +93,7 @@ impl Default for ProducerConfig {
             delivery_timeout: Duration::from_secs(60),
             connect_timeout: Duration::from_secs(15),
             max_in_flight: 20_000,
+            compression: Compression::default(),
             kafka_options: Vec::new(),
         }
     }

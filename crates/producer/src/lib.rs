@@ -27,7 +27,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 use txn_model::{Generator, load_users};
 
-pub use config::{Pace, ProducerConfig};
+pub use config::{Compression, Pace, ProducerConfig};
 pub use publisher::PublishError;
 pub use stats::Latency;
 

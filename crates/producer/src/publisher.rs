@@ -145,7 +145,7 @@ impl Publisher {
             .set("partitioner", "murmur2_random")
             .set("message.timeout.ms", millis(config.delivery_timeout))
             .set("linger.ms", "5")
-            .set("compression.type", "lz4");
+            .set("compression.type", config.compression.as_str());
         txn_runtime::kafka::apply_options(&mut client, &config.kafka_options);
         let producer: ThreadedProducer<DeliveryContext> = client
             .create_with_context(context)

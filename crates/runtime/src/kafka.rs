@@ -68,3 +68,30 @@ where
         .map_err(|e| unreachable(e.to_string()))?
         .map_err(|e| unreachable(e.to_string()))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The build has what other clients and managed services use: every compression codec
+    /// (a batch in a codec we lack stalls its partition) and TLS with SASL/SCRAM.
+    #[test]
+    fn librdkafka_is_built_with_every_codec_and_tls() {
+        let native = ClientConfig::new().create_native_config().unwrap();
+        let features = native.get("builtin.features").unwrap();
+        for feature in [
+            "gzip",
+            "snappy",
+            "lz4",
+            "zstd",
+            "ssl",
+            "sasl_scram",
+            "sasl_plain",
+        ] {
+            assert!(
+                features.split(',').any(|f| f == feature),
+                "{feature} missing from {features}"
+            );
+        }
+    }
+}

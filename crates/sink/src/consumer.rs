@@ -65,6 +65,17 @@ pub enum ConsumeError {
         /// The error.
         source: StoreError,
     },
+    /// librdkafka kept returning a batch it cannot read (an unknown codec, a corrupt or
+    /// unsupported message format), so a partition made no progress.
+    #[error(
+        "Kafka kept returning a record batch this sink cannot read for {secs} s ({source}): its partition makes no progress. Check the producer's codec and message format (this build reads gzip, snappy, lz4 and zstd); see the README's troubleshooting section"
+    )]
+    Unreadable {
+        /// How long the errors lasted.
+        secs: u64,
+        /// The last of them.
+        source: KafkaError,
+    },
     /// Stopped (signal) while the batch in hand could not be written in time.
     #[error(
         "stopped before {messages} consumed messages could be written ({why}); their offsets were not advanced, so they are redelivered on restart"
@@ -268,6 +279,8 @@ struct Sink<'a> {
     report: SinkReport,
     progress: Progress,
     missing_topic_logged: bool,
+    /// Errors of batches librdkafka cannot read, which it fetches again and again.
+    unreadable: Unreadable,
 }
 
 /// Consumes until `shutdown` is cancelled: then finishes the batch in hand (within the
@@ -292,6 +305,7 @@ pub async fn run(
         report: SinkReport::default(),
         progress: Progress::new(progress::EVERY, Instant::now()),
         missing_topic_logged: false,
+        unreadable: Unreadable::new(UNREADABLE_LIMIT),
     };
     let result = sink.consume().await;
     if let Some(line) = sink.progress.take(Instant::now()) {
@@ -715,11 +729,69 @@ impl Sink<'_> {
                 error!(error = %e, "fatal Kafka consumer error");
                 Err(ConsumeError::Fatal(e))
             }
+            Some(code) if is_unreadable(code) => {
+                warn!(error = %e, "Kafka returned a record batch this sink cannot read; librdkafka fetches it again");
+                match self.unreadable.record(Instant::now()) {
+                    Some(lasted) => Err(ConsumeError::Unreadable {
+                        secs: lasted.as_secs(),
+                        source: e,
+                    }),
+                    None => Ok(()),
+                }
+            }
             _ => {
                 warn!(error = %e, "Kafka consumer error; librdkafka retries");
                 Ok(())
             }
         }
+    }
+}
+
+/// How long a run of unreadable-batch errors may last before the sink stops.
+const UNREADABLE_LIMIT: Duration = Duration::from_secs(60);
+
+/// Errors of a record batch librdkafka cannot read: it reports the error and fetches the
+/// same batch again, for ever, so its partition stalls. (rdkafka's error does not say
+/// which partition, so the batch cannot be parked.)
+fn is_unreadable(code: RDKafkaErrorCode) -> bool {
+    matches!(
+        code,
+        RDKafkaErrorCode::NotImplemented
+            | RDKafkaErrorCode::BadCompression
+            | RDKafkaErrorCode::BadMessage
+            | RDKafkaErrorCode::UnsupportedCompressionType
+            | RDKafkaErrorCode::InvalidMessage
+            | RDKafkaErrorCode::InvalidRecord
+    )
+}
+
+/// Tells a passing unreadable-batch error from a stall: errors that keep coming (none
+/// more than `QUIET` apart) for longer than `limit` are a stall, and the sink stops with a
+/// clear error rather than loop silently.
+#[derive(Debug)]
+struct Unreadable {
+    limit: Duration,
+    /// Start and latest error of the current run.
+    run: Option<(Instant, Instant)>,
+}
+
+impl Unreadable {
+    /// A gap this long between two errors ends a run.
+    const QUIET: Duration = Duration::from_secs(30);
+
+    fn new(limit: Duration) -> Unreadable {
+        Unreadable { limit, run: None }
+    }
+
+    /// Records an error at `now`; returns how long the run lasted once it exceeds `limit`.
+    fn record(&mut self, now: Instant) -> Option<Duration> {
+        let start = match self.run {
+            Some((start, last)) if now.saturating_duration_since(last) < Self::QUIET => start,
+            _ => now,
+        };
+        self.run = Some((start, now));
+        let lasted = now.saturating_duration_since(start);
+        (lasted > self.limit).then_some(lasted)
     }
 }
 
@@ -813,6 +885,36 @@ fn log_dead_letters(messages: &[Message], w: &crate::store::Written) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn unreadable_batch_errors_stop_the_sink_only_when_they_keep_coming() {
+        let t0 = Instant::now();
+        let at = |secs: u64| t0 + Duration::from_secs(secs);
+        let mut u = Unreadable::new(Duration::from_secs(60));
+        // librdkafka retries every few seconds: a stall
+        for s in (0..=60).step_by(5) {
+            assert_eq!(u.record(at(s)), None, "{s}");
+        }
+        assert_eq!(u.record(at(61)), Some(Duration::from_secs(61)));
+        // errors 30 s or more apart are separate incidents, however many
+        let mut u = Unreadable::new(Duration::from_secs(60));
+        for s in (0..600).step_by(30) {
+            assert_eq!(u.record(at(s)), None, "{s}");
+        }
+        // a run that ends, then a new one, counts from its own start
+        let mut u = Unreadable::new(Duration::from_secs(60));
+        for s in (0..=50).step_by(5) {
+            assert_eq!(u.record(at(s)), None);
+        }
+        for s in (100..=160).step_by(5) {
+            assert_eq!(u.record(at(s)), None, "{s}");
+        }
+        assert!(u.record(at(165)).is_some());
+        assert!(is_unreadable(RDKafkaErrorCode::NotImplemented));
+        assert!(is_unreadable(RDKafkaErrorCode::BadCompression));
+        assert!(!is_unreadable(RDKafkaErrorCode::BrokerTransportFailure));
+        assert!(!is_unreadable(RDKafkaErrorCode::AllBrokersDown));
+    }
 
     fn received(ctx: &SinkContext, partition: i32, offset: i64) -> Message {
         Message {
