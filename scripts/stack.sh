@@ -6,6 +6,7 @@
 #     when missing), with the database and user of the pipeline.
 #
 # Usage: scripts/stack.sh [--brokers N] [--state DIR] up|down|status|clean [kafka|postgres]
+#        scripts/stack.sh [--state DIR] psql [PSQL ARGS]   (superuser psql into POSTGRES_DB)
 #
 #   --brokers 3     a three-node Kafka cluster (replication factor 3, min.insync.replicas=2)
 #                   on ports KAFKA_PORT..KAFKA_PORT+2 (also: KAFKA_BROKERS=3)
@@ -334,6 +335,12 @@ status() {
 }
 
 load_env
+if [ "${1:-}" = psql ]; then # superuser psql into the pipeline's database (tests, admin)
+  shift
+  BIN=$(pg_bindir) || die "PostgreSQL is not installed: run scripts/stack.sh up"
+  pg_psql -d "$POSTGRES_DB" "$@"
+  exit
+fi
 what=${2:-all}
 case "$what" in all|kafka|postgres) ;; *) die "unknown server $what: kafka or postgres" ;; esac
 want() { [ "$what" = all ] || [ "$what" = "$1" ]; }
@@ -342,5 +349,5 @@ case "${1:-}" in
   down) if want kafka; then kafka_down; fi; if want postgres; then pg_down; fi ;;
   status) status ;;
   clean) kafka_down; pg_down; rm -rf "$STATE/kafka" "$STATE/postgres"; [ "$STATE" = "$ROOT/.stack" ] || rm -rf "$STATE"; log "removed the state in $STATE" ;;
-  *) echo "usage: $0 [--brokers N] [--state DIR] up|down|status|clean [kafka|postgres]" >&2; exit 2 ;;
+  *) echo "usage: $0 [--brokers N] [--state DIR] up|down|status|clean [kafka|postgres] | psql [ARGS]" >&2; exit 2 ;;
 esac

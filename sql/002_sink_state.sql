@@ -14,7 +14,8 @@ CREATE TABLE IF NOT EXISTS transactions_sink_offsets (
 
 -- transactions_sink_dead_letters: messages that cannot become rows, with the raw bytes,
 -- where they came from and why (written in the same transaction as the offsets).
---   error_class: not_utf8 | invalid_json | schema | rejected | conflicting_duplicate
+--   error_class: not_utf8 | invalid_json | schema | rejected | conflicting_duplicate | unstorable
+--   (reason and field are sanitized text; kafka_timestamp is NULL when PostgreSQL cannot hold it)
 CREATE TABLE IF NOT EXISTS transactions_sink_dead_letters (
     id BIGSERIAL PRIMARY KEY,
     group_id VARCHAR NOT NULL,

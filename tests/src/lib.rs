@@ -917,3 +917,101 @@ pub async fn console_produce(
     .await?;
     Ok(())
 }
+
+/// Runs psql as the stack's PostgreSQL superuser in the pipeline's database
+/// (`scripts/stack.sh psql`), feeding it `stdin`; fails unless it exits 0.
+pub async fn superuser_psql(args: &[&str], stdin: &[u8]) -> Result<String> {
+    use tokio::io::AsyncWriteExt;
+    let mut child = tokio::process::Command::new(root().join("scripts/stack.sh"))
+        .arg("psql")
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .context("cannot run scripts/stack.sh psql")?;
+    let mut input = child.stdin.take().context("stdin")?;
+    input.write_all(stdin).await?;
+    drop(input);
+    let out = tokio::time::timeout(Duration::from_secs(60), child.wait_with_output())
+        .await
+        .context("psql did not finish within 60 s")??;
+    anyhow::ensure!(
+        out.status.success(),
+        "psql {args:?} failed ({}): {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(String::from_utf8(out.stdout)?)
+}
+
+/// A login role made for one test (dropped with everything it owns by `drop`).
+pub struct TestRole {
+    /// Its name.
+    pub name: String,
+    /// Its password.
+    pub password: String,
+}
+
+impl TestRole {
+    /// Creates a login role with no privileges beyond PUBLIC's.
+    pub async fn create(prefix: &str) -> Result<TestRole> {
+        let role = TestRole {
+            name: unique(prefix),
+            password: unique("pw"),
+        };
+        superuser_psql(
+            &[
+                "-c",
+                &format!(
+                    "CREATE ROLE {} LOGIN PASSWORD '{}'",
+                    role.name, role.password
+                ),
+            ],
+            b"",
+        )
+        .await?;
+        Ok(role)
+    }
+
+    /// Grants it what `sql/grants.sql` lists for `table`, by running that file.
+    pub async fn grant_sink_privileges(&self, table: &str) -> Result<()> {
+        let sql = std::fs::read(root().join("sql/grants.sql"))?;
+        superuser_psql(
+            &[
+                "-v",
+                &format!("sink_role={}", self.name),
+                "-v",
+                &format!("table={table}"),
+            ],
+            &sql,
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// The stack's PostgreSQL settings, logging in as this role.
+    pub fn pg(&self, stack: &Stack) -> sink::PgConfig {
+        sink::PgConfig {
+            user: self.name.clone(),
+            password: self.password.clone(),
+            ..stack.pg.clone()
+        }
+    }
+
+    /// Drops the role and what it owns.
+    pub async fn drop(self) -> Result<()> {
+        superuser_psql(
+            &[
+                "-c",
+                &format!("DROP OWNED BY {0}", self.name),
+                "-c",
+                &format!("DROP ROLE {0}", self.name),
+            ],
+            b"",
+        )
+        .await?;
+        Ok(())
+    }
+}

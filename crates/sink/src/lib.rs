@@ -5,6 +5,7 @@
 //! - [`cli`]: command-line flags with their environment twins, turned into a config;
 //! - [`consumer`]: the consume loop, batching and offsets (the only module touching offsets);
 //! - [`store`]: the pool, the schema and the batch insert (the only module touching SQL);
+//! - [`schema`]: the tables as the catalog has them; DDL only for what is missing;
 //! - [`dead_letter`]: what a dead letter holds, made storable whatever the message was;
 //! - [`retry`]: capped, jittered exponential backoff;
 //! - [`error`]: store errors and their transient / data / configuration classification.
@@ -21,6 +22,7 @@ pub mod dead_letter;
 pub mod error;
 pub mod progress;
 pub mod retry;
+pub mod schema;
 pub mod store;
 
 use tokio_util::sync::CancellationToken;

@@ -31,15 +31,7 @@ use uuid::fmt::Hyphenated;
 use crate::config::PgConfig;
 use crate::dead_letter;
 use crate::error::{ErrorClass, StoreError, io_error};
-
-/// The schema, as shipped in `sql/` (the table, then the sink's own state).
-const SCHEMA_SQL: [&str; 2] = [
-    include_str!("../../../sql/001_transactions_sink.sql"),
-    include_str!("../../../sql/002_sink_state.sql"),
-];
-/// The table name used in `SCHEMA_SQL`, replaced by the configured one (it also prefixes
-/// the state tables: `<table>_offsets`, `<table>_dead_letters`).
-const DEFAULT_TABLE: &str = "transactions_sink";
+use crate::schema;
 
 /// One consumed message, copied out of librdkafka's buffer, with its decoding.
 #[derive(Debug, Clone)]
@@ -187,7 +179,8 @@ const PARK_CHUNK_ROWS: usize = 1000;
 const PARK_CHUNK_BYTES: usize = 8 << 20;
 
 impl Store {
-    /// Connects, checks credentials and database, and creates or upgrades the tables.
+    /// Connects, checks credentials and database, creates or upgrades the tables where
+    /// something is missing (see [`schema`]), and checks the role's grants.
     ///
     /// # Errors
     /// [`StoreError::Startup`] with the cause and the fix when PostgreSQL is unreachable,
@@ -223,24 +216,15 @@ impl Store {
             .build()
             .map_err(|e| StoreError::Startup(format!("cannot build the PostgreSQL pool: {e}")))?;
 
-        let client = pool.get().await.map_err(|e| startup_error(pg, e.into()))?;
-        let schema: String = SCHEMA_SQL
-            .iter()
-            .map(|s| s.replace(DEFAULT_TABLE, &names.table))
-            .collect();
-        // One sink at a time creates the tables: concurrent CREATE TABLE IF NOT EXISTS
-        // can collide on the catalog otherwise.
-        let ddl = format!(
-            "BEGIN; SELECT pg_advisory_xact_lock(hashtext('txn-sink-schema')); {schema} COMMIT;"
-        );
-        client.batch_execute(&ddl).await.map_err(|e| {
-            StoreError::Startup(format!(
-                "cannot create or upgrade table {table} in database {}: {}: grant user {} CREATE on the schema, or create the tables with sql/*.sql",
-                pg.database,
-                StoreError::Db(e),
-                pg.user
-            ))
-        })?;
+        let mut client = pool.get().await.map_err(|e| startup_error(pg, e.into()))?;
+        schema::prepare(
+            &mut client,
+            pg,
+            &names.table,
+            &names.offsets,
+            &names.dead_letters,
+        )
+        .await?;
         let insert_sql = format!(
             "INSERT INTO {} (tx_id, user_id, amount, currency, merchant, category, \"timestamp\", \
              source_system, transaction_type, processing_time_ms) \
@@ -1066,13 +1050,13 @@ mod tests {
             "timestamp TIMESTAMP NOT NULL",
             "ingested_at TIMESTAMP DEFAULT CURRENT_TIMESTAMP",
         ] {
-            assert!(SCHEMA_SQL[0].contains(col), "{col}");
+            assert!(schema::SCHEMA_SQL[0].contains(col), "{col}");
         }
         for table in [
             "transactions_sink_offsets",
             "transactions_sink_dead_letters",
         ] {
-            assert!(SCHEMA_SQL[1].contains(&format!("CREATE TABLE IF NOT EXISTS {table}")));
+            assert!(schema::SCHEMA_SQL[1].contains(&format!("CREATE TABLE IF NOT EXISTS {table}")));
         }
     }
 }

@@ -1,0 +1,336 @@
+//! The sink's tables, as the catalog has them: read first, create or upgrade only what is
+//! missing, then check that the role holds the grants the sink needs.
+//!
+//! A sink whose tables are in place runs no DDL at all, so a role granted only DML
+//! (`sql/grants.sql`) can run it, and a start never takes a table lock. When something is
+//! missing, the statements of `sql/*.sql` that create it (and only those) run in one
+//! transaction under an advisory lock (one sink at a time) and a `lock_timeout`, so an
+//! upgrade behind a long-running query fails in bounded time with the fix instead of
+//! blocking every reader of the table meanwhile.
+
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+
+use deadpool_postgres::Client;
+
+use crate::config::PgConfig;
+use crate::error::StoreError;
+
+/// The schema, as shipped in `sql/` (the table, then the sink's own state).
+pub(crate) const SCHEMA_SQL: [&str; 2] = [
+    include_str!("../../../sql/001_transactions_sink.sql"),
+    include_str!("../../../sql/002_sink_state.sql"),
+];
+/// The table name used in `SCHEMA_SQL`, replaced by the configured one (it also prefixes
+/// the state tables: `<table>_offsets`, `<table>_dead_letters`).
+pub(crate) const DEFAULT_TABLE: &str = "transactions_sink";
+/// Longest wait for a lock while creating or upgrading a table.
+pub(crate) const DDL_LOCK_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// One statement of the shipped schema, and what it creates.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Ddl {
+    /// `CREATE TABLE IF NOT EXISTS <table> …`
+    Table { table: String, sql: String },
+    /// `ALTER TABLE <table> ADD COLUMN IF NOT EXISTS <column> …`
+    Column {
+        table: String,
+        column: String,
+        sql: String,
+    },
+}
+
+impl Ddl {
+    fn sql(&self) -> &str {
+        match self {
+            Ddl::Table { sql, .. } | Ddl::Column { sql, .. } => sql,
+        }
+    }
+
+    /// Whether the catalog lacks what this statement creates.
+    fn needed(&self, catalog: &Catalog) -> bool {
+        match self {
+            Ddl::Table { table, .. } => !catalog.contains_key(table),
+            Ddl::Column { table, column, .. } => catalog
+                .get(table)
+                .is_none_or(|columns| !columns.contains(column)),
+        }
+    }
+
+    fn describe(&self) -> String {
+        match self {
+            Ddl::Table { table, .. } => format!("table {table}"),
+            Ddl::Column { table, column, .. } => format!("column {table}.{column}"),
+        }
+    }
+}
+
+/// The shipped schema's statements for `table` (comments dropped, names substituted).
+///
+/// # Panics
+/// On a statement of a form this module does not know (a unit test runs it on the
+/// shipped files, so a new form is caught there).
+pub(crate) fn statements(table: &str) -> Vec<Ddl> {
+    let mut out = Vec::new();
+    for file in SCHEMA_SQL {
+        let code: String = file
+            .lines()
+            .map(|l| l.split_once("--").map_or(l, |(code, _)| code))
+            .collect::<Vec<_>>()
+            .join("\n");
+        for stmt in code.split(';').map(str::trim).filter(|s| !s.is_empty()) {
+            let sql = stmt.replace(DEFAULT_TABLE, table);
+            let words: Vec<&str> = sql.split_whitespace().collect();
+            let ddl = match words.as_slice() {
+                ["CREATE", "TABLE", "IF", "NOT", "EXISTS", name, ..] => Ddl::Table {
+                    table: (*name).to_owned(),
+                    sql,
+                },
+                [
+                    "ALTER",
+                    "TABLE",
+                    name,
+                    "ADD",
+                    "COLUMN",
+                    "IF",
+                    "NOT",
+                    "EXISTS",
+                    column,
+                    ..,
+                ] => Ddl::Column {
+                    table: (*name).to_owned(),
+                    column: (*column).to_owned(),
+                    sql,
+                },
+                _ => panic!("sql/: unsupported statement form: {sql}"),
+            };
+            out.push(ddl);
+        }
+    }
+    out
+}
+
+/// The sink's tables that exist, with their columns.
+type Catalog = HashMap<String, HashSet<String>>;
+
+/// Reads which of `tables` exist (as resolved by `search_path`) and their columns.
+async fn catalog(
+    client: &impl deadpool_postgres::GenericClient,
+    tables: &[&str],
+) -> Result<Catalog, StoreError> {
+    let rows = client
+        .query(
+            "SELECT t.name, array_remove(array_agg(a.attname::text), NULL) \
+             FROM unnest($1::text[]) AS t(name) \
+             JOIN pg_class c ON c.oid = to_regclass(t.name) \
+             LEFT JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped \
+             GROUP BY t.name",
+            &[&tables],
+        )
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|r| {
+            let columns: Vec<String> = r.get(1);
+            (r.get::<_, String>(0), columns.into_iter().collect())
+        })
+        .collect())
+}
+
+/// The grants the sink needs on its tables (`sql/grants.sql` gives exactly these).
+pub(crate) fn required_grants(
+    table: &str,
+    offsets: &str,
+    dead_letters: &str,
+) -> Vec<(String, &'static str)> {
+    let mut g = Vec::new();
+    for p in ["SELECT", "INSERT"] {
+        g.push((table.to_owned(), p));
+    }
+    for t in [offsets, dead_letters] {
+        for p in ["SELECT", "INSERT", "UPDATE"] {
+            g.push((t.to_owned(), p));
+        }
+    }
+    g
+}
+
+/// Makes sure the tables exist with every column, creating only what is missing, and that
+/// the role holds the grants the sink needs.
+///
+/// # Errors
+/// [`StoreError::Startup`] naming what is missing (a table, a column, a grant) and the fix.
+pub(crate) async fn prepare(
+    client: &mut Client,
+    pg: &PgConfig,
+    table: &str,
+    offsets: &str,
+    dead_letters: &str,
+) -> Result<(), StoreError> {
+    let tables = [table, offsets, dead_letters];
+    let ddl = statements(table);
+    let found = catalog(&*client, &tables).await?;
+    if ddl.iter().any(|d| d.needed(&found)) {
+        create_missing(client, pg, &tables, &ddl).await?;
+    }
+    check_grants(client, pg, table, offsets, dead_letters).await
+}
+
+async fn create_missing(
+    client: &mut Client,
+    pg: &PgConfig,
+    tables: &[&str],
+    ddl: &[Ddl],
+) -> Result<(), StoreError> {
+    let tx = client.transaction().await?;
+    tx.batch_execute(&format!(
+        "SET LOCAL lock_timeout = '{}ms'; SELECT pg_advisory_xact_lock(hashtext('txn-sink-schema'))",
+        DDL_LOCK_TIMEOUT.as_millis()
+    ))
+    .await
+    .map_err(|e| ddl_error(pg, "the schema lock", &StoreError::Db(e)))?;
+    // again under the lock: another sink may have created them meanwhile
+    let found = catalog(&tx, tables).await?;
+    for d in ddl.iter().filter(|d| d.needed(&found)) {
+        tx.batch_execute(d.sql())
+            .await
+            .map_err(|e| ddl_error(pg, &d.describe(), &StoreError::Db(e)))?;
+    }
+    tx.commit().await?;
+    Ok(())
+}
+
+fn ddl_error(pg: &PgConfig, what: &str, e: &StoreError) -> StoreError {
+    let fix = match e.sqlstate() {
+        Some("55P03") => format!(
+            "another session held a lock for more than {} s (a long-running query or open transaction): end it, or apply sql/*.sql yourself at a quiet moment",
+            DDL_LOCK_TIMEOUT.as_secs()
+        ),
+        Some("42501") => format!(
+            "user {} may not create it: create the tables as their owner with sql/*.sql, then grant the sink's role what sql/grants.sql lists",
+            pg.user
+        ),
+        _ => "create the tables with sql/*.sql".to_owned(),
+    };
+    StoreError::Startup(format!(
+        "cannot create {what} in database {}: {}: {fix}",
+        pg.database,
+        e.detail_line()
+    ))
+}
+
+async fn check_grants(
+    client: &Client,
+    pg: &PgConfig,
+    table: &str,
+    offsets: &str,
+    dead_letters: &str,
+) -> Result<(), StoreError> {
+    let (names, privileges): (Vec<String>, Vec<&str>) =
+        required_grants(table, offsets, dead_letters)
+            .into_iter()
+            .unzip();
+    let rows = client
+        .query(
+            "SELECT g.name, g.privilege FROM unnest($1::text[], $2::text[]) AS g(name, privilege) \
+             WHERE NOT has_table_privilege(g.name, g.privilege) \
+             UNION ALL \
+             SELECT s.seq, 'USAGE' FROM (SELECT pg_get_serial_sequence($3, 'id') AS seq) s \
+             WHERE s.seq IS NOT NULL AND NOT has_sequence_privilege(s.seq, 'USAGE')",
+            &[&names, &privileges, &dead_letters],
+        )
+        .await?;
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let mut missing: Vec<(String, Vec<String>)> = Vec::new();
+    for r in &rows {
+        let (name, privilege): (String, String) = (r.get(0), r.get(1));
+        match missing.iter_mut().find(|(n, _)| *n == name) {
+            Some((_, ps)) => ps.push(privilege),
+            None => missing.push((name, vec![privilege])),
+        }
+    }
+    let list: Vec<String> = missing
+        .iter()
+        .map(|(n, ps)| format!("{} on {n}", ps.join(", ")))
+        .collect();
+    Err(StoreError::Startup(format!(
+        "user {} lacks {} in database {}: grant them (sql/grants.sql lists what the sink needs)",
+        pg.user,
+        list.join("; "),
+        pg.database
+    )))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_shipped_statement_is_understood_and_renamed() {
+        let ddl = statements("s.t");
+        let tables: Vec<&str> = ddl
+            .iter()
+            .filter_map(|d| match d {
+                Ddl::Table { table, .. } => Some(table.as_str()),
+                Ddl::Column { .. } => None,
+            })
+            .collect();
+        assert_eq!(tables, ["s.t", "s.t_offsets", "s.t_dead_letters"]);
+        let columns: Vec<&str> = ddl
+            .iter()
+            .filter_map(|d| match d {
+                Ddl::Column { table, column, .. } if table == "s.t" => Some(column.as_str()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            columns,
+            ["source_system", "transaction_type", "processing_time_ms"]
+        );
+        assert!(ddl.iter().all(|d| !d.sql().contains(DEFAULT_TABLE)));
+    }
+
+    #[test]
+    fn only_what_the_catalog_lacks_is_created() {
+        let ddl = statements("t");
+        let mut catalog = Catalog::new();
+        let all = |c: &Catalog| ddl.iter().filter(|d| d.needed(c)).count();
+        assert_eq!(all(&catalog), ddl.len());
+        let seed_columns = [
+            "tx_id",
+            "user_id",
+            "amount",
+            "currency",
+            "merchant",
+            "category",
+            "timestamp",
+            "ingested_at",
+        ];
+        catalog.insert(
+            "t".into(),
+            seed_columns.iter().map(|c| c.to_string()).collect(),
+        );
+        catalog.insert("t_offsets".into(), HashSet::new());
+        catalog.insert("t_dead_letters".into(), HashSet::new());
+        // the seed's own table: only the three extra columns
+        let needed: Vec<String> = ddl
+            .iter()
+            .filter(|d| d.needed(&catalog))
+            .map(Ddl::describe)
+            .collect();
+        assert_eq!(
+            needed,
+            [
+                "column t.source_system",
+                "column t.transaction_type",
+                "column t.processing_time_ms"
+            ]
+        );
+        for c in ["source_system", "transaction_type", "processing_time_ms"] {
+            catalog.get_mut("t").unwrap().insert(c.into());
+        }
+        assert_eq!(all(&catalog), 0);
+    }
+}
