@@ -1015,3 +1015,120 @@ impl TestRole {
         Ok(())
     }
 }
+
+/// A TCP proxy to `127.0.0.1:<target>` whose network can be made to "die" silently, as a
+/// NAT or firewall that forgets its connections does: after [`Blackhole::cut`] every
+/// connection open at that moment, and every one opened until [`Blackhole::heal`], swallows
+/// what is sent in either direction without ever closing. Connections opened after `heal`
+/// work normally; the dead ones stay dead.
+pub struct Blackhole {
+    /// The port to connect to instead of the target.
+    pub port: u16,
+    state: std::sync::Arc<BlackholeState>,
+    accept: JoinHandle<()>,
+}
+
+#[derive(Default)]
+struct BlackholeState {
+    /// Bumped by each cut: a connection lives only in the epoch it was opened in.
+    epoch: std::sync::atomic::AtomicU64,
+    cut: std::sync::atomic::AtomicBool,
+}
+
+impl BlackholeState {
+    fn alive(&self, epoch: u64) -> bool {
+        use std::sync::atomic::Ordering::SeqCst;
+        !self.cut.load(SeqCst) && self.epoch.load(SeqCst) == epoch
+    }
+}
+
+impl Blackhole {
+    /// Listens on a free loopback port, forwarding to `target`.
+    pub async fn start(target: u16) -> Result<Blackhole> {
+        use std::sync::atomic::Ordering::SeqCst;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let port = listener.local_addr()?.port();
+        let state = std::sync::Arc::new(BlackholeState::default());
+        let st = state.clone();
+        let accept = tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let epoch = st.epoch.load(SeqCst);
+                let born_dead = st.cut.load(SeqCst);
+                let st = st.clone();
+                tokio::spawn(async move {
+                    let (cr, cw) = client.into_split();
+                    if born_dead {
+                        // accepted, and then nothing: hold the socket, read and drop
+                        let _w = cw;
+                        swallow(cr).await;
+                        return;
+                    }
+                    let Ok(server) = tokio::net::TcpStream::connect(("127.0.0.1", target)).await
+                    else {
+                        return;
+                    };
+                    let (sr, sw) = server.into_split();
+                    let a = tokio::spawn(pipe(cr, sw, st.clone(), epoch));
+                    let b = tokio::spawn(pipe(sr, cw, st, epoch));
+                    let _ = tokio::join!(a, b);
+                });
+            }
+        });
+        Ok(Blackhole {
+            port,
+            state,
+            accept,
+        })
+    }
+
+    /// The network dies: open connections and new ones go silent.
+    pub fn cut(&self) {
+        use std::sync::atomic::Ordering::SeqCst;
+        self.state.epoch.fetch_add(1, SeqCst);
+        self.state.cut.store(true, SeqCst);
+    }
+
+    /// New connections work again (the dead ones stay dead).
+    pub fn heal(&self) {
+        self.state
+            .cut
+            .store(false, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl Drop for Blackhole {
+    fn drop(&mut self) {
+        self.accept.abort();
+    }
+}
+
+async fn swallow(mut from: tokio::net::tcp::OwnedReadHalf) {
+    use tokio::io::AsyncReadExt;
+    let mut buf = vec![0u8; 16 << 10];
+    while matches!(from.read(&mut buf).await, Ok(n) if n > 0) {}
+}
+
+async fn pipe(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    state: std::sync::Arc<BlackholeState>,
+    epoch: u64,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut buf = vec![0u8; 64 << 10];
+    loop {
+        let n = match from.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        if !state.alive(epoch) {
+            // the peer's writes vanish, and the other side is not closed while it lives
+            let _keep_open = to;
+            swallow(from).await;
+            return;
+        }
+        if to.write_all(&buf[..n]).await.is_err() {
+            break;
+        }
+    }
+}

@@ -41,6 +41,12 @@ pub struct Args {
     #[arg(long, env = "SINK_DRAIN_TIMEOUT_SECS", default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..))]
     pub drain_timeout: u64,
 
+    /// PostgreSQL statement_timeout of the sink's sessions, in seconds; a batch's whole
+    /// transaction is also bounded client-side by twice this, so a dead network or a hung
+    /// server becomes a retry (then the outage path) in bounded time.
+    #[arg(long, env = "SINK_STATEMENT_TIMEOUT_SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub statement_timeout: u64,
+
     /// Extra librdkafka property, KEY=VALUE (repeatable; env: comma-separated).
     #[arg(short = 'K', long = "kafka-option", env = "SINK_KAFKA_OPTIONS", value_delimiter = ',', value_parser = txn_runtime::key_value)]
     pub kafka_options: Vec<(String, String)>,
@@ -79,6 +85,7 @@ impl Args {
                 user: self.postgres.postgres_user,
                 password: self.postgres.postgres_password,
                 connect_timeout: Duration::from_secs(10),
+                statement_timeout: Duration::from_secs(self.statement_timeout),
                 ..PgConfig::default()
             },
             retry: crate::retry::RetryPolicy {

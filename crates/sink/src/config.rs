@@ -24,6 +24,19 @@ pub struct PgConfig {
     pub pool_size: usize,
     /// `application_name` of the sink's sessions (shows in `pg_stat_activity`).
     pub application_name: String,
+    /// The server's `statement_timeout` for the sink's sessions (default 30 s). A whole
+    /// operation (a batch's transaction, a probe) is also bounded on the client side, by
+    /// [`PgConfig::operation_timeout`], so a silently dead network cannot hang the sink.
+    pub statement_timeout: Duration,
+}
+
+impl PgConfig {
+    /// The client-side deadline of one database operation: twice the statement timeout
+    /// (a batch is several statements), at least 1 s. Past it the connection is dropped
+    /// and the error is transient (retried, then the outage path).
+    pub fn operation_timeout(&self) -> Duration {
+        (self.statement_timeout * 2).max(Duration::from_secs(1))
+    }
 }
 
 impl Default for PgConfig {
@@ -37,6 +50,7 @@ impl Default for PgConfig {
             connect_timeout: Duration::from_secs(10),
             pool_size: 2,
             application_name: "txn-sink".into(),
+            statement_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -52,6 +66,7 @@ impl fmt::Debug for PgConfig {
             .field("connect_timeout", &self.connect_timeout)
             .field("pool_size", &self.pool_size)
             .field("application_name", &self.application_name)
+            .field("statement_timeout", &self.statement_timeout)
             .finish()
     }
 }

@@ -107,6 +107,9 @@ pub struct SinkReport {
     pub batches: u64,
     /// Times the sink paused for a database outage.
     pub outages: u64,
+    /// Partitions revoked from this sink (rebalances; the group evicting a sink that did
+    /// not poll in time shows here too).
+    pub revoked: u64,
 }
 
 /// Logs rebalances and commit failures, tells the loop which partitions were revoked,
@@ -120,6 +123,7 @@ pub struct SinkReport {
 #[derive(Default)]
 pub struct SinkContext {
     revoked: Mutex<Vec<i32>>,
+    revocations: AtomicU64,
     received: AtomicU64,
     cutoffs: Mutex<HashMap<i32, u64>>,
 }
@@ -137,6 +141,8 @@ impl ConsumerContext for SinkContext {
             // The callback runs inside the poll that returns the next message: every
             // message received so far predates the revocation.
             self.cut(&parts);
+            self.revocations
+                .fetch_add(parts.len() as u64, Ordering::Relaxed);
             lock(&self.revoked).extend(parts);
         }
     }
@@ -313,6 +319,7 @@ pub async fn run(
     }
     // Whatever happened, tell Kafka where the database stands (advisory, synchronous).
     sink.commit_kafka(CommitMode::Sync);
+    sink.report.revoked = consumer.context().revocations.load(Ordering::Relaxed);
     result.map(|()| sink.report)
 }
 
@@ -336,7 +343,7 @@ impl Sink<'_> {
                 let first = tokio::select! {
                     biased;
                     _ = self.shutdown.cancelled() => return Ok(()),
-                    m = self.consumer.recv() => m,
+                    m = recv(self.consumer) => m,
                     _ = tokio::time::sleep_until(due.unwrap_or_else(Instant::now)), if due.is_some() => {
                         if let Some(line) = self.progress.take(Instant::now()) {
                             line.log();
@@ -402,11 +409,18 @@ impl Sink<'_> {
             // the sink's CPU work overlaps PostgreSQL's instead of alternating with it.
             let consumer = self.consumer;
             let mut errors = Vec::new();
+            let mut paused = false;
             let outcome = tokio::select! {
                 r = self.write_with_retries(&accepted, &advances) => r,
                 _ = &mut deadline => return Err(unfinished(in_hand)),
-                never = prefetch(consumer, held, self.config.batch_size, &mut errors) => match never {},
+                never = prefetch(consumer, held, self.config.batch_size, &mut errors, &mut paused) => match never {},
             };
+            if paused {
+                let assignment = consumer.assignment().unwrap_or_default();
+                if let Err(e) = consumer.resume(&assignment) {
+                    warn!(error = %e, "cannot resume partitions");
+                }
+            }
             for e in errors {
                 self.on_consume_error(e)?;
             }
@@ -448,7 +462,11 @@ impl Sink<'_> {
                         .into_iter()
                         .filter(|m| !parts.contains(&m.partition))
                         .collect();
-                    if let Err(e) = self.reposition(&parts).await {
+                    let repositioned = tokio::select! {
+                        r = self.reposition(&parts) => r,
+                        _ = &mut deadline => return Err(unfinished(batch.len())),
+                    };
+                    if let Err(e) = repositioned {
                         self.on_store_error(e, batch.len(), held).await?;
                     }
                 }
@@ -654,31 +672,42 @@ impl Sink<'_> {
         let started = Instant::now();
         let mut last_log = Instant::now();
         let mut delay = self.config.probe_min;
+        let store = self.store;
+        let shutdown = self.shutdown;
         loop {
-            tokio::select! {
-                biased;
-                _ = self.shutdown.cancelled() => {
-                    return Err(ConsumeError::Unfinished { messages: in_hand + held.len(), why: "PostgreSQL was unavailable" });
-                }
-                m = self.consumer.recv() => match m {
-                    Ok(m) => {
-                        let mut tpl = TopicPartitionList::new();
-                        tpl.add_partition(m.topic(), m.partition());
-                        let _ = self.consumer.pause(&tpl);
-                        held.push(receive(self.consumer, &m));
+            // The probe (a wait, then one bounded round trip) races the stop signal and
+            // the polling: a probe hung on a dead connection never holds either up.
+            let wait = delay;
+            let probe = async move {
+                tokio::time::sleep(wait).await;
+                store.ping().await
+            };
+            tokio::pin!(probe);
+            let probed = loop {
+                tokio::select! {
+                    biased;
+                    _ = shutdown.cancelled() => {
+                        return Err(ConsumeError::Unfinished { messages: in_hand + held.len(), why: "PostgreSQL was unavailable" });
                     }
-                    Err(e) => self.on_consume_error(e)?,
-                },
-                _ = tokio::time::sleep(delay) => {
-                    match self.store.ping().await {
-                        Ok(()) => break,
-                        Err(e) => {
-                            delay = (delay * 2).min(self.config.probe_max);
-                            if last_log.elapsed() >= Duration::from_secs(30) {
-                                info!(waited_secs = started.elapsed().as_secs(), error = %e, "still waiting for PostgreSQL");
-                                last_log = Instant::now();
-                            }
+                    r = &mut probe => break r,
+                    m = recv(self.consumer) => match m {
+                        Ok(m) => {
+                            let mut tpl = TopicPartitionList::new();
+                            tpl.add_partition(m.topic(), m.partition());
+                            let _ = self.consumer.pause(&tpl);
+                            held.push(receive(self.consumer, &m));
                         }
+                        Err(e) => self.on_consume_error(e)?,
+                    },
+                }
+            };
+            match probed {
+                Ok(()) => break,
+                Err(e) => {
+                    delay = (delay * 2).min(self.config.probe_max);
+                    if last_log.elapsed() >= Duration::from_secs(30) {
+                        info!(waited_secs = started.elapsed().as_secs(), error = %e, "still waiting for PostgreSQL");
+                        last_log = Instant::now();
                     }
                 }
             }
@@ -795,20 +824,41 @@ impl Unreadable {
     }
 }
 
-/// Receives messages into `next` until it holds `limit` (or a few errors came), then
-/// waits forever: it is raced against a database write and dropped when the write ends.
-/// `recv` is cancellation safe, so nothing is lost when it is dropped.
+/// Receives messages into `next` while a database write runs (it is raced against the
+/// write and dropped when the write ends; `recv` is cancellation safe, so nothing is lost).
+/// Once `next` holds `limit` messages it pauses the assigned partitions (`paused` says so:
+/// the caller resumes them) and goes on polling, so the group keeps the sink however long
+/// the write takes; a message that still arrives (one fetched before the pause, or of a
+/// partition assigned since) is kept, and its partition paused.
 async fn prefetch(
     consumer: &SinkConsumer,
     next: &mut Vec<Message>,
     limit: usize,
     errors: &mut Vec<KafkaError>,
+    paused: &mut bool,
 ) -> std::convert::Infallible {
     const MAX_ERRORS: usize = 16;
-    while next.len() < limit && errors.len() < MAX_ERRORS {
-        match consumer.recv().await {
-            Ok(m) => next.push(receive(consumer, &m)),
-            Err(e) => errors.push(e),
+    loop {
+        if next.len() >= limit && !*paused {
+            let assignment = consumer.assignment().unwrap_or_default();
+            if let Err(e) = consumer.pause(&assignment) {
+                warn!(error = %e, "cannot pause partitions while the read-ahead is full");
+            }
+            *paused = true;
+        }
+        match recv(consumer).await {
+            Ok(m) => {
+                if *paused {
+                    let mut tpl = TopicPartitionList::new();
+                    tpl.add_partition(m.topic(), m.partition());
+                    let _ = consumer.pause(&tpl);
+                }
+                next.push(receive(consumer, &m));
+            }
+            // errors of a partition librdkafka keeps refetching would fill this: they are
+            // looked at when the write ends, and the polling goes on regardless
+            Err(e) if errors.len() < MAX_ERRORS => errors.push(e),
+            Err(_) => {}
         }
         // `recv` is ready at once while messages are queued, so without this the whole
         // batch would be decoded in one poll while the write waits for its turn.
@@ -816,7 +866,22 @@ async fn prefetch(
             tokio::task::yield_now().await;
         }
     }
-    std::future::pending().await
+}
+
+/// How often the sink polls librdkafka while nothing arrives.
+const POLL_EVERY: Duration = Duration::from_secs(1);
+
+/// `recv`, polling librdkafka at least every [`POLL_EVERY`] while nothing arrives. The
+/// stream polls librdkafka only when woken by a new event, and each poll is what tells
+/// librdkafka the application is alive: without these, a long write (or a quiet topic)
+/// would exceed `max.poll.interval.ms` and the group would evict the sink. Cancellation
+/// safe, as `recv` is.
+async fn recv(consumer: &SinkConsumer) -> KafkaResult<rdkafka::message::BorrowedMessage<'_>> {
+    loop {
+        if let Ok(r) = tokio::time::timeout(POLL_EVERY, consumer.recv()).await {
+            return r;
+        }
+    }
 }
 
 /// Completes `drain_timeout` after `shutdown` is cancelled; never before.

@@ -5,13 +5,14 @@
 //! |---|---|---|
 //! | 08xxx | connection exception | transient |
 //! | 40001, 40P01 | serialization failure, deadlock | transient |
+//! | 57014 | statement cancelled (`statement_timeout`, an operator) | transient |
 //! | 53xxx | insufficient resources | transient |
 //! | 57P01, 57P02, 57P03 | admin/crash shutdown, cannot connect now | transient |
 //! | 22xxx, 23xxx | data exception, integrity violation | data (permanent for that row) |
 //! | 42xxx, 28xxx, 3D000, 3F000 | syntax/privilege, auth, missing database/schema | configuration: fail fast |
 //!
-//! Errors without a SQLSTATE: a lost connection and a pool wait that timed out are
-//! transient; anything else is treated as fatal.
+//! Errors without a SQLSTATE: a lost connection, a pool wait that timed out and an
+//! operation past its deadline are transient; anything else is treated as fatal.
 
 use std::fmt;
 
@@ -31,7 +32,8 @@ pub enum ErrorClass {
 /// Classifies a SQLSTATE code.
 pub fn classify_sqlstate(code: &str) -> ErrorClass {
     match code {
-        "40001" | "40P01" | "57P01" | "57P02" | "57P03" => ErrorClass::Transient,
+        // 57014: a statement cancelled (statement_timeout, or an operator's cancel)
+        "40001" | "40P01" | "57014" | "57P01" | "57P02" | "57P03" => ErrorClass::Transient,
         "3D000" | "3F000" => ErrorClass::Config,
         _ => match code.get(..2) {
             Some("08" | "53") => ErrorClass::Transient,
@@ -54,6 +56,10 @@ pub enum StoreError {
     /// A start-up problem, already described for the user (cause and fix).
     #[error("{0}")]
     Startup(String),
+    /// No answer within the operation's deadline: the connection was dropped (a silently
+    /// dead network, a hung server), and the operation is retried on a new one.
+    #[error("PostgreSQL did not answer within {} s: dropped the connection", .0.as_secs())]
+    Timeout(std::time::Duration),
 }
 
 impl StoreError {
@@ -65,6 +71,7 @@ impl StoreError {
             StoreError::Pool(deadpool_postgres::PoolError::Timeout(_)) => ErrorClass::Transient,
             StoreError::Pool(_) => ErrorClass::Fatal,
             StoreError::Startup(_) => ErrorClass::Config,
+            StoreError::Timeout(_) => ErrorClass::Transient,
         }
     }
 

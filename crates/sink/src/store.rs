@@ -112,6 +112,8 @@ struct Names {
 pub struct Store {
     pool: Pool,
     names: Names,
+    /// Client-side deadline of one operation (see [`PgConfig::operation_timeout`]).
+    op_timeout: Duration,
     insert_sql: String,
     copy_sql: String,
 }
@@ -194,10 +196,20 @@ impl Store {
             .user(&pg.user)
             .password(&pg.password)
             .application_name(&pg.application_name)
-            // ingested_at (DEFAULT CURRENT_TIMESTAMP, a TIMESTAMP) is then in UTC like `timestamp`
-            .options("-c TimeZone=UTC")
+            // ingested_at (DEFAULT CURRENT_TIMESTAMP, a TIMESTAMP) is then in UTC like
+            // `timestamp`; a statement the server cannot finish in time is cancelled
+            .options(format!(
+                "-c TimeZone=UTC -c statement_timeout={}",
+                pg.statement_timeout.as_millis()
+            ))
             .connect_timeout(pg.connect_timeout)
-            .keepalives_idle(Duration::from_secs(30));
+            // A network that drops packets silently (a NAT or firewall that forgot the
+            // connection, a pulled cable) ends the connection in about 30 s, so it takes
+            // the outage path instead of waiting on a socket for ever.
+            .keepalives_idle(Duration::from_secs(10))
+            .keepalives_interval(Duration::from_secs(5))
+            .keepalives_retries(3)
+            .tcp_user_timeout(Duration::from_secs(30));
         let manager = Manager::from_config(
             cfg,
             NoTls,
@@ -216,15 +228,28 @@ impl Store {
             .build()
             .map_err(|e| StoreError::Startup(format!("cannot build the PostgreSQL pool: {e}")))?;
 
+        let op_timeout = pg.operation_timeout();
         let mut client = pool.get().await.map_err(|e| startup_error(pg, e.into()))?;
-        schema::prepare(
-            &mut client,
-            pg,
-            &names.table,
-            &names.offsets,
-            &names.dead_letters,
+        let prepared = tokio::time::timeout(
+            op_timeout + schema::DDL_LOCK_TIMEOUT,
+            schema::prepare(
+                &mut client,
+                pg,
+                &names.table,
+                &names.offsets,
+                &names.dead_letters,
+            ),
         )
-        .await?;
+        .await;
+        match prepared {
+            Ok(r) => r?,
+            Err(_) => {
+                return Err(StoreError::Startup(format!(
+                    "PostgreSQL at {}:{} stopped answering while the sink checked its tables: check the server and the network",
+                    pg.host, pg.port
+                )));
+            }
+        }
         let insert_sql = format!(
             "INSERT INTO {} (tx_id, user_id, amount, currency, merchant, category, \"timestamp\", \
              source_system, transaction_type, processing_time_ms) \
@@ -242,6 +267,7 @@ impl Store {
         Ok(Store {
             pool,
             names,
+            op_timeout,
             insert_sql,
             copy_sql,
         })
@@ -252,9 +278,28 @@ impl Store {
     /// # Errors
     /// The [`StoreError`] of the attempt.
     pub async fn ping(&self) -> Result<(), StoreError> {
-        let client = self.pool.get().await?;
-        client.simple_query("SELECT 1").await?;
-        Ok(())
+        self.bounded(async |client| {
+            client.simple_query("SELECT 1").await?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Runs `op` on a pooled connection within the operation deadline. Past it the
+    /// connection is taken out of the pool and dropped (it may be stuck on a dead network
+    /// or mid-transaction), and the error is [`StoreError::Timeout`], which is transient.
+    async fn bounded<T>(
+        &self,
+        op: impl AsyncFnOnce(&mut deadpool_postgres::Client) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let mut client = self.pool.get().await?;
+        match tokio::time::timeout(self.op_timeout, op(&mut client)).await {
+            Ok(r) => r,
+            Err(_) => {
+                drop(deadpool_postgres::Object::take(client));
+                Err(StoreError::Timeout(self.op_timeout))
+            }
+        }
     }
 
     /// The stored next offsets of `partitions` for `group` and `topic` (absent: none stored).
@@ -267,17 +312,15 @@ impl Store {
         topic: &str,
         partitions: &[i32],
     ) -> Result<HashMap<i32, i64>, StoreError> {
-        let client = self.pool.get().await?;
-        let rows = client
-            .query(
-                &format!(
-                    "SELECT partition, next_offset FROM {} WHERE group_id = $1 AND topic = $2 AND partition = ANY($3)",
-                    self.names.offsets
-                ),
-                &[&group, &topic, &partitions],
-            )
-            .await?;
-        Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+        let sql = format!(
+            "SELECT partition, next_offset FROM {} WHERE group_id = $1 AND topic = $2 AND partition = ANY($3)",
+            self.names.offsets
+        );
+        self.bounded(async |client| {
+            let rows = client.query(&sql, &[&group, &topic, &partitions]).await?;
+            Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+        })
+        .await
     }
 
     /// Writes a batch: offsets, rows and dead letters in one transaction (see the module docs).
@@ -295,7 +338,21 @@ impl Store {
         messages: &[Message],
         advances: &[OffsetAdvance],
     ) -> Result<Outcome, StoreError> {
-        let mut client = self.pool.get().await?;
+        self.bounded(async |client| {
+            self.write_batch_on(client, group, topic, messages, advances)
+                .await
+        })
+        .await
+    }
+
+    async fn write_batch_on(
+        &self,
+        client: &mut deadpool_postgres::Client,
+        group: &str,
+        topic: &str,
+        messages: &[Message],
+        advances: &[OffsetAdvance],
+    ) -> Result<Outcome, StoreError> {
         let tx = client.transaction().await?;
 
         // 1. offsets, conditionally: a stale owner rolls back here
