@@ -134,6 +134,33 @@ pub async fn create_topic_with(
     Ok(())
 }
 
+/// Deletes `topic` and creates it again with `partitions` partitions (empty, offsets from
+/// 0), retrying while the broker still finishes the deletion.
+pub async fn recreate_topic(stack: &Stack, topic: &str, partitions: i32) -> Result<()> {
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", &stack.bootstrap)
+        .create()?;
+    for r in admin
+        .delete_topics(
+            &[topic],
+            &AdminOptions::new().operation_timeout(Some(Duration::from_secs(30))),
+        )
+        .await?
+    {
+        r.map_err(|(t, e)| anyhow::anyhow!("cannot delete topic {t}: {e}"))?;
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        match create_topic(stack, topic, partitions).await {
+            Ok(()) => return Ok(()),
+            Err(_) if tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
 /// A producer config for `topic`, as fast as possible, `count` messages, sample users.
 pub fn producer_config(stack: &Stack, topic: &str, count: u64) -> producer::ProducerConfig {
     producer::ProducerConfig {

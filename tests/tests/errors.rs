@@ -96,7 +96,7 @@ async fn a_missing_privilege_fails_fast_with_a_configuration_error() {
     let table = unique("sink_priv");
     create_topic(&stack, &topic, 1).await.unwrap();
     let db = pg(&stack).await.unwrap();
-    // the sink creates its table; then the operator takes INSERT away
+    // the sink creates its table; then the operator takes INSERT away: start-up says so
     let store = sink::store::Store::connect(&stack.pg, &table)
         .await
         .unwrap();
@@ -106,6 +106,30 @@ async fn a_missing_privilege_fails_fast_with_a_configuration_error() {
         .unwrap();
     produce(&stack, &topic, 5).await.unwrap();
     let err = sink_error(sink_config(&stack, &topic, &table)).await;
+    assert!(
+        err.contains(&format!("lacks INSERT on {table}")) && err.contains("sql/grants.sql"),
+        "{err}"
+    );
+    db.batch_execute(&format!("GRANT INSERT ON {table} TO CURRENT_USER"))
+        .await
+        .unwrap();
+
+    // taken away while the sink runs: the write fails fast as a configuration error
+    let config = sink_config(&stack, &topic, &table);
+    let running = start_sink(config);
+    wait_for_rows(&db, &table, 5, Duration::from_secs(60))
+        .await
+        .unwrap();
+    db.batch_execute(&format!("REVOKE INSERT ON {table} FROM CURRENT_USER"))
+        .await
+        .unwrap();
+    produce(&stack, &topic, 5).await.unwrap();
+    let err = tokio::time::timeout(Duration::from_secs(60), running.handle)
+        .await
+        .expect("the sink hung instead of failing")
+        .unwrap()
+        .expect_err("the write must fail")
+        .to_string();
     assert!(err.contains("configuration error"), "{err}");
     assert!(err.contains("42501"), "{err}");
     db.batch_execute(&format!("GRANT INSERT ON {table} TO CURRENT_USER"))

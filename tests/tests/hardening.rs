@@ -756,3 +756,67 @@ async fn every_compression_codec_of_the_java_client_and_ours_lands() -> anyhow::
     ));
     drop_tables(&db, &table).await
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_recreated_topic_stops_the_sink_with_the_reset_and_nothing_is_skipped()
+-> anyhow::Result<()> {
+    init_logs();
+    let stack = stack();
+    let topic = unique("hard_recreated");
+    let table = unique("sink_recreated");
+    create_topic(&stack, &topic, 1).await?;
+    let db = pg(&stack).await?;
+    produce(&stack, &topic, 50).await?;
+    let config = sink_config(&stack, &topic, &table);
+    let sink = start_sink(config.clone());
+    wait_for_rows(&db, &table, 50, Duration::from_secs(60)).await?;
+    sink.stop().await?;
+    let mut expected: Vec<Transaction> = read_topic(&stack, &topic)
+        .await?
+        .iter()
+        .map(|p| Transaction::from_json(p))
+        .collect::<Result<_, _>>()?;
+
+    // the topic is deleted and created again: its offsets restart at 0, the stored one is 50
+    recreate_topic(&stack, &topic, 1).await?;
+    produce(&stack, &topic, 10).await?;
+    let err = tokio::time::timeout(
+        Duration::from_secs(60),
+        sink::run(config.clone(), tokio_util::sync::CancellationToken::new()),
+    )
+    .await
+    .map_err(|_| anyhow::anyhow!("the sink neither read nor stopped within 60 s"))?
+    .expect_err("a stored offset beyond the log end must stop the sink")
+    .to_string();
+    for part in [
+        format!("topic {topic} partition 0"),
+        "is 50, beyond the partition's log end 10".to_owned(),
+        format!(
+            "sink reset-offsets --group-id {} --topic {topic}",
+            config.group_id
+        ),
+    ] {
+        assert!(err.contains(&part), "{part:?} not in: {err}");
+    }
+    assert_eq!(
+        count_rows(&db, &table).await?,
+        50,
+        "nothing written, nothing skipped"
+    );
+
+    // the documented reset, then the new topic lands from its start
+    assert_eq!(sink::reset_offsets(&config, &[], 0).await?, 1);
+    expected.extend(
+        read_topic(&stack, &topic)
+            .await?
+            .iter()
+            .map(|p| Transaction::from_json(p))
+            .collect::<Result<Vec<_>, _>>()?,
+    );
+    let sink = start_sink(config);
+    wait_for_rows(&db, &table, 60, Duration::from_secs(60)).await?;
+    let report = sink.stop().await?;
+    assert_eq!(report.inserted, 10, "{report:?}");
+    assert_same(&expected, &table_rows(&db, &table).await?);
+    drop_tables(&db, &table).await
+}

@@ -65,6 +65,18 @@ pub enum Command {
         #[arg(long)]
         error_class: Option<String>,
     },
+    /// Sets the group's stored positions in the topic (every partition stored, or those
+    /// given) to an offset, the start by default: after the topic was deleted and
+    /// recreated, or to read it again. Stop the sinks of the group first. Rows already
+    /// stored are not written twice (`tx_id` is the key); needs UPDATE on the offsets table.
+    ResetOffsets {
+        /// Reset only these partitions (repeatable; default: every one stored).
+        #[arg(long = "partition")]
+        partitions: Vec<i32>,
+        /// The next offset to read.
+        #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(i64).range(0..))]
+        to_offset: i64,
+    },
 }
 
 impl Args {
@@ -128,5 +140,23 @@ mod tests {
         assert_eq!(c.postgres.password, "s3cret");
         assert!(!format!("{c:?}").contains("s3cret"));
         assert!(Args::try_parse_from(["sink", "--batch-size", "0"]).is_err());
+        let reset = Args::try_parse_from([
+            "sink",
+            "--group-id",
+            "g",
+            "reset-offsets",
+            "--partition",
+            "2",
+            "--partition",
+            "0",
+            "--to-offset",
+            "5",
+        ])
+        .unwrap();
+        assert!(matches!(
+            reset.command,
+            Some(Command::ResetOffsets { ref partitions, to_offset: 5 }) if partitions == &[2, 0]
+        ));
+        assert!(Args::try_parse_from(["sink", "reset-offsets", "--to-offset", "-1"]).is_err());
     }
 }

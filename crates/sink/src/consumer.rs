@@ -76,6 +76,23 @@ pub enum ConsumeError {
         /// The last of them.
         source: KafkaError,
     },
+    /// The offset stored for a partition lies beyond its log end: the topic was deleted
+    /// and recreated (or truncated). Reading on would skip every message as stored.
+    #[error(
+        "the offset stored for topic {topic} partition {partition} (group {group}) is {stored}, beyond the partition's log end {log_end}: the topic was recreated or truncated, and nothing was read from it. To read it from its start, run `sink reset-offsets --group-id {group} --topic {topic}` (see the README), then start the sink again"
+    )]
+    BeyondLogEnd {
+        /// The topic.
+        topic: String,
+        /// The consumer group.
+        group: String,
+        /// The partition.
+        partition: i32,
+        /// The stored next offset.
+        stored: i64,
+        /// The partition's log end (high watermark).
+        log_end: i64,
+    },
     /// Stopped (signal) while the batch in hand could not be written in time.
     #[error(
         "stopped before {messages} consumed messages could be written ({why}); their offsets were not advanced, so they are redelivered on restart"
@@ -401,7 +418,9 @@ impl Sink<'_> {
                 self.on_store_error(e, in_hand, held).await?;
                 continue;
             }
-            let (accepted, advances) = self.plan(std::mem::take(&mut batch));
+            let Plan {
+                accepted, advances, ..
+            } = self.plan(std::mem::take(&mut batch))?;
             if accepted.is_empty() {
                 return Ok(());
             }
@@ -533,14 +552,18 @@ impl Sink<'_> {
         let stored = self.stored_offsets(&assigned).await?;
         for p in assigned {
             if let Some(&next) = stored.get(&p) {
-                seek(self.consumer, &self.config.topic, p, next);
-                self.positions.insert(
-                    p,
-                    Position {
-                        next: Some(next),
-                        sought: Some(next),
-                    },
-                );
+                if seek(self.consumer, &self.config.topic, p, next) {
+                    self.positions.insert(
+                        p,
+                        Position {
+                            next: Some(next),
+                            sought: Some(next),
+                        },
+                    );
+                } else {
+                    // reloaded (and sought again) with the partition's next message
+                    self.positions.remove(&p);
+                }
             }
         }
         Ok(())
@@ -581,53 +604,59 @@ impl Sink<'_> {
         Ok(())
     }
 
-    /// Keeps the messages at or after each partition's stored position, seeking when the
-    /// consumer is elsewhere, and computes the offset advances. Skipped messages leave the
-    /// batch; the accepted ones are returned.
-    fn plan(&mut self, batch: Vec<Message>) -> (Vec<Message>, Vec<OffsetAdvance>) {
-        let mut cursor: HashMap<i32, Option<i64>> = HashMap::new();
-        let mut dropping: Vec<i32> = Vec::new();
-        let mut accepted = Vec::with_capacity(batch.len());
-        let mut last: BTreeMap<i32, i64> = BTreeMap::new();
-        for m in batch {
-            if dropping.contains(&m.partition) {
-                continue;
+    /// Plans the batch against the stored positions (see [`plan`]) and makes its seeks.
+    /// A seek back that fails forgets the partition's position, so its next message
+    /// reloads it and seeks again: a later message is never accepted past the gap. Before
+    /// a seek ahead, the stored offset is checked against the partition's log end.
+    fn plan(&mut self, batch: Vec<Message>) -> Result<Plan, ConsumeError> {
+        let plan = plan(&mut self.positions, batch);
+        self.report.skipped += plan.skipped;
+        for s in &plan.seeks {
+            if s.ahead {
+                self.check_log_end(s.partition, s.offset)?;
             }
-            let pos = self.positions.entry(m.partition).or_default();
-            let first_of_partition = !cursor.contains_key(&m.partition);
-            let expected = *cursor.entry(m.partition).or_insert(pos.next);
-            match expected {
-                Some(n) if m.offset < n => {
-                    // already stored: skip, and jump ahead once
-                    self.report.skipped += 1;
-                    if pos.sought != Some(n) {
-                        pos.sought = Some(n);
-                        seek(self.consumer, &self.config.topic, m.partition, n);
-                    }
-                    continue;
-                }
-                Some(n) if m.offset > n && first_of_partition && pos.sought != Some(n) => {
-                    // the consumer is ahead of what is stored: go back, drop what came
-                    pos.sought = Some(n);
-                    seek(self.consumer, &self.config.topic, m.partition, n);
-                    dropping.push(m.partition);
-                    continue;
-                }
-                _ => {}
+            if !seek(self.consumer, &self.config.topic, s.partition, s.offset) && !s.ahead {
+                self.positions.remove(&s.partition);
             }
-            cursor.insert(m.partition, Some(m.offset + 1));
-            last.insert(m.partition, m.offset);
-            accepted.push(m);
         }
-        let advances = last
-            .into_iter()
-            .map(|(partition, offset)| OffsetAdvance {
-                partition,
-                expected: self.positions.get(&partition).and_then(|p| p.next),
-                next: offset + 1,
-            })
-            .collect();
-        (accepted, advances)
+        Ok(plan)
+    }
+
+    /// Stops with [`ConsumeError::BeyondLogEnd`] when `stored` is past the partition's
+    /// log end: the topic was recreated (or truncated), and every message of it would be
+    /// skipped as "already stored".
+    fn check_log_end(&self, partition: i32, stored: i64) -> Result<(), ConsumeError> {
+        let topic = &self.config.topic;
+        // one round trip to the partition's leader, once per loaded position (as the seek)
+        let high = self
+            .consumer
+            .fetch_watermarks(topic, partition, Duration::from_secs(5))
+            .map(|(_, high)| high);
+        match high {
+            Ok(log_end) if log_end < stored => {
+                error!(
+                    topic,
+                    partition,
+                    stored,
+                    log_end,
+                    "the stored offset is beyond the partition's log end"
+                );
+                Err(ConsumeError::BeyondLogEnd {
+                    topic: topic.clone(),
+                    group: self.config.group_id.clone(),
+                    partition,
+                    stored,
+                    log_end,
+                })
+            }
+            Ok(_) => Ok(()),
+            Err(e) => {
+                // unknown: the offsets are filtered anyway, and the check runs again on
+                // the next load of this partition's position
+                warn!(topic, partition, error = %e, "cannot read the partition's log end");
+                Ok(())
+            }
+        }
     }
 
     async fn write_with_retries(
@@ -890,7 +919,8 @@ async fn drain_deadline(shutdown: &CancellationToken, drain_timeout: Duration) {
     tokio::time::sleep(drain_timeout).await;
 }
 
-fn seek(consumer: &SinkConsumer, topic: &str, partition: i32, offset: i64) {
+/// Seeks `partition` to `offset`; false when librdkafka refused.
+fn seek(consumer: &SinkConsumer, topic: &str, partition: i32, offset: i64) -> bool {
     // what was received of the partition before the seek is fetched again after it
     consumer.context().cut(&[partition]);
     match consumer.seek(
@@ -899,13 +929,112 @@ fn seek(consumer: &SinkConsumer, topic: &str, partition: i32, offset: i64) {
         Offset::Offset(offset),
         Duration::from_secs(5),
     ) {
-        Ok(()) => info!(
-            partition,
-            offset, "positioned at the offset stored in PostgreSQL"
-        ),
-        Err(e) => {
-            warn!(partition, offset, error = %e, "cannot seek; messages are filtered by offset instead")
+        Ok(()) => {
+            info!(
+                partition,
+                offset, "positioned at the offset stored in PostgreSQL"
+            );
+            true
         }
+        Err(e) => {
+            warn!(partition, offset, error = %e, "cannot seek; the position is loaded and sought again with the partition's next message");
+            false
+        }
+    }
+}
+
+/// A seek [`plan`] asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Seek {
+    partition: i32,
+    offset: i64,
+    /// Ahead, past messages already stored (an optimisation: they are filtered anyway);
+    /// otherwise back, to the stored offset the consumer is past (required).
+    ahead: bool,
+}
+
+/// What to do with a batch.
+#[derive(Debug)]
+struct Plan {
+    /// Messages to write, in order.
+    accepted: Vec<Message>,
+    /// The offset advance of each partition in `accepted`.
+    advances: Vec<OffsetAdvance>,
+    /// Seeks to make (at most one per partition).
+    seeks: Vec<Seek>,
+    /// Messages left out because they are already stored.
+    skipped: u64,
+}
+
+/// Keeps the messages at or after each partition's stored position and computes the
+/// offset advances; pure, but for recording in `positions` the offsets it asks to seek.
+///
+/// - A message below the stored offset is already stored: skipped, and the consumer is
+///   sent ahead to the stored offset (once).
+/// - When a partition's first message lies beyond the stored offset and no seek there
+///   was made yet, the consumer is ahead of what is stored (the broker's committed offset
+///   ran ahead of the database): it is sent back, and the partition's messages of this
+///   batch are dropped (fetched again after the seek).
+/// - After a seek back, a first message beyond the stored offset is accepted: the offsets
+///   in between do not exist any more (retention, compaction, transaction markers).
+/// - Without a stored offset, every message is accepted.
+fn plan(positions: &mut HashMap<i32, Position>, batch: Vec<Message>) -> Plan {
+    let mut cursor: HashMap<i32, Option<i64>> = HashMap::new();
+    let mut dropping: Vec<i32> = Vec::new();
+    let mut accepted = Vec::with_capacity(batch.len());
+    let mut last: BTreeMap<i32, i64> = BTreeMap::new();
+    let mut seeks = Vec::new();
+    let mut skipped = 0;
+    for m in batch {
+        if dropping.contains(&m.partition) {
+            continue;
+        }
+        let pos = positions.entry(m.partition).or_default();
+        let first_of_partition = !cursor.contains_key(&m.partition);
+        let expected = *cursor.entry(m.partition).or_insert(pos.next);
+        match expected {
+            Some(n) if m.offset < n => {
+                skipped += 1;
+                if pos.sought != Some(n) {
+                    pos.sought = Some(n);
+                    seeks.push(Seek {
+                        partition: m.partition,
+                        offset: n,
+                        ahead: true,
+                    });
+                }
+                continue;
+            }
+            Some(n) if m.offset > n && first_of_partition && pos.sought != Some(n) => {
+                pos.sought = Some(n);
+                seeks.push(Seek {
+                    partition: m.partition,
+                    offset: n,
+                    ahead: false,
+                });
+                dropping.push(m.partition);
+                continue;
+            }
+            _ => {}
+        }
+        cursor.insert(m.partition, Some(m.offset + 1));
+        last.insert(m.partition, m.offset);
+        accepted.push(m);
+    }
+    // a partition sent back has nothing accepted (its messages were dropped)
+    let advances = last
+        .into_iter()
+        .map(|(partition, offset)| OffsetAdvance {
+            partition,
+            expected: positions.get(&partition).and_then(|p| p.next),
+            next: offset + 1,
+        })
+        .collect();
+    Plan {
+        accepted,
+        advances,
+        seeks,
+        skipped,
     }
 }
 
@@ -950,6 +1079,126 @@ fn log_dead_letters(messages: &[Message], w: &crate::store::Written) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn msg(partition: i32, offset: i64) -> Message {
+        Message {
+            received: 0,
+            partition,
+            offset,
+            key: None,
+            payload: Vec::new(),
+            timestamp_ms: None,
+            decoded: Transaction::from_json(b""),
+        }
+    }
+
+    fn accepted_at(plan: &Plan) -> Vec<(i32, i64)> {
+        plan.accepted
+            .iter()
+            .map(|m| (m.partition, m.offset))
+            .collect()
+    }
+
+    fn stored(next: Option<i64>) -> Position {
+        Position { next, sought: None }
+    }
+
+    #[test]
+    fn plan_without_a_stored_offset_accepts_everything() {
+        let mut positions = HashMap::from([(0, stored(None))]);
+        let plan = plan(&mut positions, vec![msg(0, 5), msg(0, 6)]);
+        assert_eq!(accepted_at(&plan), [(0, 5), (0, 6)]);
+        assert_eq!(
+            plan.advances,
+            [OffsetAdvance {
+                partition: 0,
+                expected: None,
+                next: 7
+            }]
+        );
+        assert!(plan.seeks.is_empty());
+    }
+
+    #[test]
+    fn plan_skips_what_is_stored_and_seeks_ahead_once() {
+        let mut positions = HashMap::from([(1, stored(Some(10)))]);
+        let plan1 = plan(&mut positions, vec![msg(1, 7), msg(1, 8)]);
+        assert!(plan1.accepted.is_empty() && plan1.advances.is_empty());
+        assert_eq!(plan1.skipped, 2);
+        assert_eq!(
+            plan1.seeks,
+            [Seek {
+                partition: 1,
+                offset: 10,
+                ahead: true
+            }]
+        );
+        // the same position again: no second seek; from 10 on, accepted
+        let plan2 = plan(&mut positions, vec![msg(1, 9), msg(1, 10), msg(1, 11)]);
+        assert!(plan2.seeks.is_empty());
+        assert_eq!(plan2.skipped, 1);
+        assert_eq!(accepted_at(&plan2), [(1, 10), (1, 11)]);
+        assert_eq!(
+            plan2.advances,
+            [OffsetAdvance {
+                partition: 1,
+                expected: Some(10),
+                next: 12
+            }]
+        );
+    }
+
+    #[test]
+    fn plan_sends_a_consumer_ahead_of_the_stored_offset_back_and_drops_its_messages() {
+        let mut positions = HashMap::from([(0, stored(Some(10))), (2, stored(Some(3)))]);
+        let plan1 = plan(&mut positions, vec![msg(0, 15), msg(2, 3), msg(0, 16)]);
+        assert_eq!(
+            accepted_at(&plan1),
+            [(2, 3)],
+            "partition 0 dropped, 2 untouched"
+        );
+        assert_eq!(
+            plan1.seeks,
+            [Seek {
+                partition: 0,
+                offset: 10,
+                ahead: false
+            }]
+        );
+        assert_eq!(plan1.advances.len(), 1);
+        // after the seek back, a first message past 10 means 10.. no longer exist
+        let plan2 = plan(&mut positions, vec![msg(0, 12)]);
+        assert_eq!(accepted_at(&plan2), [(0, 12)]);
+        assert!(plan2.seeks.is_empty());
+        assert_eq!(plan2.advances[0].expected, Some(10));
+    }
+
+    #[test]
+    fn a_position_forgotten_after_a_failed_seek_back_is_sought_again_never_skipped() {
+        let mut positions = HashMap::from([(0, stored(Some(10)))]);
+        let plan1 = plan(&mut positions, vec![msg(0, 15)]);
+        assert_eq!(plan1.seeks.len(), 1);
+        // the seek failed: Sink::plan forgets the position; it is reloaded (10, not
+        // sought) before the next batch, so a message past the gap is not accepted
+        let mut kept = positions.clone();
+        assert_eq!(
+            accepted_at(&plan(&mut kept, vec![msg(0, 16)])),
+            [(0, 16)],
+            "a position kept after a failed seek would accept 16, past the gap 10..15"
+        );
+        positions.remove(&0);
+        positions.insert(0, stored(Some(10)));
+        let plan2 = plan(&mut positions, vec![msg(0, 16)]);
+        assert!(plan2.accepted.is_empty());
+        assert_eq!(
+            plan2.seeks,
+            [Seek {
+                partition: 0,
+                offset: 10,
+                ahead: false
+            }]
+        );
+    }
 
     #[test]
     fn unreadable_batch_errors_stop_the_sink_only_when_they_keep_coming() {

@@ -191,7 +191,7 @@ mod tests {
             ("42501", Config),    // insufficient privilege
             ("28P01", Config),    // bad password
             ("3D000", Config),    // no such database
-            ("57014", Fatal),     // query cancelled
+            ("57014", Transient), // statement timeout or cancel: retried
             ("XX000", Fatal),     // internal error
             ("40002", Fatal),     // integrity constraint violation at commit: not a retry case
         ];

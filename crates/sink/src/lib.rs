@@ -66,6 +66,22 @@ pub async fn run(config: SinkConfig, shutdown: CancellationToken) -> Result<Sink
     Ok(report)
 }
 
+/// Sets the stored positions of `config.group_id` in `config.topic` (the given
+/// partitions, or every one stored) to `to_offset`; returns how many were reset.
+///
+/// # Errors
+/// [`Error::Store`] when PostgreSQL cannot be used.
+pub async fn reset_offsets(
+    config: &SinkConfig,
+    partitions: &[i32],
+    to_offset: i64,
+) -> Result<u64, Error> {
+    let store = store::Store::connect(&config.postgres, &config.table).await?;
+    Ok(store
+        .reset_offsets(&config.group_id, &config.topic, partitions, to_offset)
+        .await?)
+}
+
 /// Replays dead letters (see [`store::Store::replay_dead_letters`]).
 ///
 /// # Errors

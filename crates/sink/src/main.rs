@@ -33,6 +33,29 @@ async fn main() -> ExitCode {
         };
     }
 
+    if let Some(Command::ResetOffsets {
+        partitions,
+        to_offset,
+    }) = command
+    {
+        return match sink::reset_offsets(&config, &partitions, to_offset).await {
+            Ok(n) => {
+                tracing::info!(
+                    group = %config.group_id,
+                    topic = %config.topic,
+                    partitions = n,
+                    next_offset = to_offset,
+                    "stored positions reset"
+                );
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                tracing::error!("{e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+
     let signals =
         txn_runtime::shutdown_on_signal("writing the batch in hand and committing its offsets");
     let result = tokio::select! {
@@ -50,6 +73,7 @@ async fn main() -> ExitCode {
                 conflicts = r.conflicts,
                 batches = r.batches,
                 outages = r.outages,
+                revoked = r.revoked,
                 "sink stopped"
             );
             ExitCode::SUCCESS

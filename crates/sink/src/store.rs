@@ -323,6 +323,31 @@ impl Store {
         .await
     }
 
+    /// Sets the stored next offset of `group`'s `partitions` of `topic` (every one stored
+    /// when empty) to `to`; returns how many rows changed.
+    ///
+    /// # Errors
+    /// [`StoreError`] of the update.
+    pub async fn reset_offsets(
+        &self,
+        group: &str,
+        topic: &str,
+        partitions: &[i32],
+        to: i64,
+    ) -> Result<u64, StoreError> {
+        let sql = format!(
+            "UPDATE {} SET next_offset = $4, updated_at = now() \
+             WHERE group_id = $1 AND topic = $2 AND (cardinality($3::int4[]) = 0 OR partition = ANY($3))",
+            self.names.offsets
+        );
+        self.bounded(async |client| {
+            Ok(client
+                .execute(&sql, &[&group, &topic, &partitions, &to])
+                .await?)
+        })
+        .await
+    }
+
     /// Writes a batch: offsets, rows and dead letters in one transaction (see the module docs).
     ///
     /// # Errors
