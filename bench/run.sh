@@ -13,7 +13,11 @@
 #    (one INSERT and commit per message) on BENCH_PER_ROW (20,000) messages;
 # 3. latency at 10 messages/s for 60 s: from the message's timestamp to the row being
 #    visible (polled every 2 ms), p50 and p99;
-# 4. peak resident memory of producer and sink during 1 and 2.
+# 4. peak resident memory of producer and sink during 1 and 2;
+# 5. peak resident memory of the sink draining BENCH_LARGE (1,000) messages of 900 KB:
+#    with librdkafka's default queue here (2 MiB), then behind a 256 MiB fetch queue with
+#    the byte budget (--buffer-mb 64, the default) and without it (--buffer-mb 1048576:
+#    bounded by --batch-size alone, as before the budget), runs alternated.
 # It is a benchmark, not a test: it asserts nothing.
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -175,6 +179,36 @@ kill -TERM "$SINK"; wait "$SINK" || true
 P50=$(sed -E 's/.*p50_ms=([0-9.]+).*/\1/' "$OUT/latency.txt")
 P99=$(sed -E 's/.*p99_ms=([0-9.]+).*/\1/' "$OUT/latency.txt")
 
+# --- 5. memory with large messages ----------------------------------------------------
+LN=${BENCH_LARGE:-1000}
+TM=bench_m_$RUN
+topic "$TM" 1
+log "5. memory: publishing $LN messages of 900 KB"
+$BIN/large_messages --topic "$TM" --count "$LN" >/dev/null
+BIGQ=(-K queued.max.messages.kbytes=262144 -K fetch.max.bytes=52428800)
+mem_run() { # name, sink flags...: peak RSS in MB and drain seconds of one run
+  local name=$1; shift
+  local table=${TM}_$name
+  /usr/bin/time -f "%M" -o "$OUT/mem.rss" $BIN/sink --topic "$TM" --table "$table" --group-id "${table}_g" "$@" 2>"$OUT/mem_$name.log" &
+  local pid=$!
+  local waited
+  waited=$($BIN/wait_rows --table "$table" --count "$LN")
+  stop_timed "$pid"
+  sql -c "DROP TABLE IF EXISTS $table, ${table}_offsets, ${table}_dead_letters"
+  printf '%s %s' "$(rss_mb "$OUT/mem.rss")" "$(sed -E 's/.*secs=([0-9.]+).*/\1/' <<<"$waited")"
+}
+M_DEFAULT=(); M_BUDGET=(); M_NOBUDGET=()
+for t in 1 2; do
+  log "5. memory (run $t of 2): default queue; 256 MiB queue with and without the byte budget"
+  M_DEFAULT+=("$(mem_run "d$t")")
+  M_BUDGET+=("$(mem_run "b$t" "${BIGQ[@]}" --buffer-mb 64)")
+  M_NOBUDGET+=("$(mem_run "n$t" "${BIGQ[@]}" --buffer-mb 1048576)")
+done
+peak() { printf '%s\n' "$@" | awk 'BEGIN{m=0} {if ($1 > m) m = $1} END{printf "%.1f", m}'; }
+secs() { printf '%s\n' "$@" | awk '{printf "%s%.2f", (NR > 1 ? ", " : ""), $2}'; }
+MD_RSS=$(peak "${M_DEFAULT[@]}"); MB_RSS=$(peak "${M_BUDGET[@]}"); MN_RSS=$(peak "${M_NOBUDGET[@]}")
+M_RATIO=$(awk -v a="$MB_RSS" -v b="$MN_RSS" 'BEGIN{printf "%.2f", a/b}')
+
 # --- 4. report -----------------------------------------------------------------------
 for t in "bench_perrow_$RUN" "$TL"; do sql -c "DROP TABLE IF EXISTS $t, ${t}_offsets, ${t}_dead_letters" || true; done
 PRSS=$(rss_mb "$OUT/producer.rss"); SRSS=$(rss_mb "$OUT/sink.rss")
@@ -202,6 +236,19 @@ shared and noisy, so absolute numbers move between runs while ratios hold better
 | latency at $LAT_RATE msg/s for $LAT_SECS s, message timestamp → row visible | p50 $P50 ms, p99 $P99 ms | | | p99 < 50 ms ($(mark "$P99" 50 "<")) |
 | peak resident memory, producer (1) | $PRSS MB | | | < 32 MB ($(mark "$PRSS" 32 "<")) |
 | peak resident memory, sink (2) | $SRSS MB | | | < 64 MB ($(mark "$SRSS" 64 "<")) |
+
+Memory with large messages (5): $LN valid messages of 900 KB (an extra field the sink
+ignores) on one partition; peak resident memory of the sink over two runs of each, drain
+seconds in run order:
+
+| sink | peak RSS | drain s |
+|---|---|---|
+| librdkafka's queue as the sink sets it (2 MiB), byte budget 64 MiB (defaults) | $MD_RSS MB | $(secs "${M_DEFAULT[@]}") |
+| 256 MiB fetch queue (\`-K queued.max.messages.kbytes=262144\`), byte budget 64 MiB | $MB_RSS MB | $(secs "${M_BUDGET[@]}") |
+| 256 MiB fetch queue, no byte budget (\`--buffer-mb 1048576\`: batches bounded by count only, as before) | $MN_RSS MB | $(secs "${M_NOBUDGET[@]}") |
+
+With the budget the sink's own buffers stay within 64 MiB whatever the queue; what remains
+is librdkafka's queue, which the operator sizes. Budget versus none: **$M_RATIO×** the memory.
 
 Producer runs: $P_TRIALS.
 

@@ -820,3 +820,105 @@ async fn a_recreated_topic_stops_the_sink_with_the_reset_and_nothing_is_skipped(
     assert_same(&expected, &table_rows(&db, &table).await?);
     drop_tables(&db, &table).await
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replay_goes_in_bounded_pages_and_replays_each_dead_letter_once() -> anyhow::Result<()> {
+    init_logs();
+    let stack = stack();
+    let topic = unique("hard_replay");
+    let table = unique("sink_replay");
+    create_topic(&stack, &topic, 1).await?;
+    let db = pg(&stack).await?;
+    drop(sink::store::Store::connect(&stack.pg, &table).await?);
+    // an operator's rule that rejects every row: 1,234 dead letters of class 'rejected'
+    db.batch_execute(&format!(
+        "ALTER TABLE {table} ADD CONSTRAINT no_rows CHECK (amount < -1000000)"
+    ))
+    .await?;
+    let n = 1234;
+    produce(&stack, &topic, n).await?;
+    let config = sink_config(&stack, &topic, &table);
+    let sink = start_sink(config.clone());
+    wait_accounted(&db, &table, n as i64, &sink).await?;
+    sink.stop().await?;
+    assert_eq!(dead_letters(&db, &table).await?.len(), n as usize);
+
+    // the rule is lifted: one replay lands them all, page by page
+    db.batch_execute(&format!("ALTER TABLE {table} DROP CONSTRAINT no_rows"))
+        .await?;
+    let r = sink::replay_dead_letters(&config, &[], Some("rejected")).await?;
+    assert_eq!(
+        (r.replayed, r.inserted, r.still_failing),
+        (n, n, 0),
+        "{r:?}"
+    );
+    let produced: Vec<Transaction> = read_topic(&stack, &topic)
+        .await?
+        .iter()
+        .map(|p| Transaction::from_json(p))
+        .collect::<Result<_, _>>()?;
+    assert_same(&produced, &table_rows(&db, &table).await?);
+    // one transaction per page of at most 500: the rows carry 3 distinct xmin
+    let transactions: i64 = db
+        .query_one(
+            &format!("SELECT count(DISTINCT xmin::text)::int8 FROM {table}"),
+            &[],
+        )
+        .await?
+        .get(0);
+    assert_eq!(
+        transactions,
+        n.div_ceil(sink::store::REPLAY_PAGE_ROWS as u64) as i64
+    );
+    // and nothing is replayed twice
+    let again = sink::replay_dead_letters(&config, &[], None).await?;
+    assert_eq!((again.replayed, again.inserted), (0, 0));
+    drop_tables(&db, &table).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_messages_behind_a_large_fetch_queue_are_written_within_the_byte_budget()
+-> anyhow::Result<()> {
+    init_logs();
+    let stack = stack();
+    let topic = unique("hard_budget");
+    let table = unique("sink_budget");
+    create_topic(&stack, &topic, 1).await?;
+    let db = pg(&stack).await?;
+    let mut g = generator(11);
+    // valid transactions of about 900 KB each (an unknown field the sink ignores)
+    let messages: Vec<(Transaction, Vec<u8>)> = (0..40)
+        .map(|_| {
+            let t = g.next_now();
+            let mut v = value(&t);
+            v["note"] = json!("x".repeat(900_000));
+            (t, serde_json::to_vec(&v).unwrap())
+        })
+        .collect();
+    let payloads: Vec<Vec<u8>> = messages.iter().map(|(_, p)| p.clone()).collect();
+    produce_raw(&stack, &topic, 0, &payloads).await?;
+
+    let mut config = sink_config(&stack, &topic, &table);
+    config.buffer_bytes = 8 << 20;
+    // librdkafka may fetch the whole backlog at once
+    config.kafka_options = vec![
+        ("queued.max.messages.kbytes".into(), "262144".into()),
+        ("fetch.max.bytes".into(), "52428800".into()),
+    ];
+    let sink = start_sink(config);
+    wait_for_rows(&db, &table, 40, Duration::from_secs(120)).await?;
+    let report = sink.stop().await?;
+    let produced: Vec<Transaction> = messages.into_iter().map(|(t, _)| t).collect();
+    assert_same(&produced, &table_rows(&db, &table).await?);
+    // each message weighs ~1.8 MB against 4 MiB for the batch: at most 3 per batch (and
+    // as many read ahead); by count alone (5,000) the backlog went in 2 or 3 batches
+    assert!(
+        report.batches >= 14,
+        "the batches ignored the byte budget: {report:?}"
+    );
+    report_figures(&format!(
+        "hardening: 40 messages of 900 KB behind a 256 MiB fetch queue, 8 MiB budget: {} batches",
+        report.batches
+    ));
+    drop_tables(&db, &table).await
+}

@@ -25,6 +25,11 @@ pub struct Args {
     #[arg(long, env = "SINK_BATCH_SIZE", default_value_t = 5000, value_parser = clap::value_parser!(u32).range(1..=100_000))]
     pub batch_size: u32,
 
+    /// MiB the sink's own buffers may hold: half for the batch in hand, half for the
+    /// messages read ahead meanwhile (librdkafka's fetch queue comes on top).
+    #[arg(long, env = "SINK_BUFFER_MB", default_value_t = 64, value_parser = clap::value_parser!(u32).range(2..=1_048_576))]
+    pub buffer_mb: u32,
+
     /// Table to write (schema.table allowed); created when missing.
     #[arg(long, env = "SINK_TABLE", default_value = "transactions_sink")]
     pub table: String,
@@ -89,6 +94,7 @@ impl Args {
             topic: self.kafka.topic,
             group_id: self.group_id,
             batch_size: self.batch_size as usize,
+            buffer_bytes: (self.buffer_mb as usize) << 20,
             table: self.table,
             postgres: PgConfig {
                 host: self.postgres.postgres_host,

@@ -83,6 +83,11 @@ pub struct SinkConfig {
     /// Most messages written in one database transaction (default 5000). A batch is
     /// whatever has arrived, up to this size: a lone message is written at once.
     pub batch_size: usize,
+    /// Bytes the sink's own buffers may hold (default 64 MiB): half for the batch in hand,
+    /// half for the messages read ahead while it is written. Whichever of this and
+    /// `batch_size` is reached first ends a batch (a single larger message goes alone).
+    /// librdkafka's fetch queue (`queued.max.messages.kbytes`) comes on top.
+    pub buffer_bytes: usize,
     /// Table to write (default `transactions_sink`; `schema.table` allowed).
     pub table: String,
     /// PostgreSQL connection.
@@ -110,6 +115,7 @@ impl Default for SinkConfig {
             topic: "transactions".into(),
             group_id: "transactions-sink".into(),
             batch_size: 5000,
+            buffer_bytes: 64 << 20,
             table: "transactions_sink".into(),
             postgres: PgConfig::default(),
             retry: RetryPolicy::default(),

@@ -33,7 +33,7 @@ use crate::config::SinkConfig;
 use crate::error::{ErrorClass, StoreError};
 use crate::progress::{self, Progress};
 use crate::retry::retry;
-use crate::store::{Message, OffsetAdvance, Outcome, Store};
+use crate::store::{self, Message, OffsetAdvance, Outcome, Store};
 
 /// What went wrong on the Kafka side, or made the loop stop.
 #[derive(Debug, thiserror::Error)]
@@ -377,10 +377,16 @@ impl Sink<'_> {
                 }
             }
             // Then whatever else has already arrived, without waiting: a lone message is
-            // written at once, a backlog in batches of up to batch_size.
-            while pending.len() < self.config.batch_size {
+            // written at once, a backlog in batches of up to batch_size messages or half
+            // the byte budget.
+            let mut bytes = store::weight(&pending);
+            while pending.len() < self.config.batch_size && bytes < self.half_budget() {
                 match tokio::time::timeout(Duration::ZERO, self.consumer.recv()).await {
-                    Ok(Ok(m)) => pending.push(receive(self.consumer, &m)),
+                    Ok(Ok(m)) => {
+                        let m = receive(self.consumer, &m);
+                        bytes += m.weight();
+                        pending.push(m);
+                    }
                     Ok(Err(e)) => self.on_consume_error(e)?,
                     Err(_) => break,
                 }
@@ -388,6 +394,11 @@ impl Sink<'_> {
             let batch = std::mem::take(&mut pending);
             self.write(batch, &mut pending).await?;
         }
+    }
+
+    /// Bytes the batch in hand, and the read-ahead, may each hold.
+    fn half_budget(&self) -> usize {
+        (self.config.buffer_bytes / 2).max(1)
     }
 
     /// Writes one batch: positions, filtering, the transaction, and the outage loop.
@@ -429,10 +440,11 @@ impl Sink<'_> {
             let consumer = self.consumer;
             let mut errors = Vec::new();
             let mut paused = false;
+            let limits = (self.config.batch_size, self.half_budget());
             let outcome = tokio::select! {
                 r = self.write_with_retries(&accepted, &advances) => r,
                 _ = &mut deadline => return Err(unfinished(in_hand)),
-                never = prefetch(consumer, held, self.config.batch_size, &mut errors, &mut paused) => match never {},
+                never = prefetch(consumer, held, limits, &mut errors, &mut paused) => match never {},
             };
             if paused {
                 let assignment = consumer.assignment().unwrap_or_default();
@@ -855,20 +867,21 @@ impl Unreadable {
 
 /// Receives messages into `next` while a database write runs (it is raced against the
 /// write and dropped when the write ends; `recv` is cancellation safe, so nothing is lost).
-/// Once `next` holds `limit` messages it pauses the assigned partitions (`paused` says so:
+/// Once `next` holds `limits.0` messages or `limits.1` bytes it pauses the assigned partitions (`paused` says so:
 /// the caller resumes them) and goes on polling, so the group keeps the sink however long
 /// the write takes; a message that still arrives (one fetched before the pause, or of a
 /// partition assigned since) is kept, and its partition paused.
 async fn prefetch(
     consumer: &SinkConsumer,
     next: &mut Vec<Message>,
-    limit: usize,
+    (limit, limit_bytes): (usize, usize),
     errors: &mut Vec<KafkaError>,
     paused: &mut bool,
 ) -> std::convert::Infallible {
     const MAX_ERRORS: usize = 16;
+    let mut bytes = store::weight(next);
     loop {
-        if next.len() >= limit && !*paused {
+        if (next.len() >= limit || bytes >= limit_bytes) && !*paused {
             let assignment = consumer.assignment().unwrap_or_default();
             if let Err(e) = consumer.pause(&assignment) {
                 warn!(error = %e, "cannot pause partitions while the read-ahead is full");
@@ -882,7 +895,9 @@ async fn prefetch(
                     tpl.add_partition(m.topic(), m.partition());
                     let _ = consumer.pause(&tpl);
                 }
-                next.push(receive(consumer, &m));
+                let m = receive(consumer, &m);
+                bytes += m.weight();
+                next.push(m);
             }
             // errors of a partition librdkafka keeps refetching would fill this: they are
             // looked at when the write ends, and the polling goes on regardless
