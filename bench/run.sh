@@ -14,7 +14,8 @@
 # 3. latency at 10 messages/s for 60 s: from the message's timestamp to the row being
 #    visible (polled every 2 ms), p50 and p99;
 # 4. peak resident memory of producer and sink during 1 and 2;
-# 5. peak resident memory of the sink draining BENCH_LARGE (1,000) messages of 900 KB:
+# 5. peak resident memory of the sink draining BENCH_LARGE (1,000) messages of 900 KB into
+#    a slow table (a statement trigger sleeps 0.2 s per write):
 #    with librdkafka's default queue here (2 MiB), then behind a 256 MiB fetch queue with
 #    the byte budget (--buffer-mb 64, the default) and without it (--buffer-mb 1048576:
 #    bounded by --batch-size alone, as before the budget), runs alternated.
@@ -185,10 +186,15 @@ TM=bench_m_$RUN
 topic "$TM" 1
 log "5. memory: publishing $LN messages of 900 KB"
 $BIN/large_messages --topic "$TM" --count "$LN" >/dev/null
-BIGQ=(-K queued.max.messages.kbytes=262144 -K fetch.max.bytes=52428800)
+BIGQ=(-K queued.max.messages.kbytes=262144 -K fetch.max.bytes=52428800 -K max.partition.fetch.bytes=52428800)
+# A database slower than the fetch (every write statement takes 0.2 s more): the backlog
+# piles up in the sink's buffers unless something bounds them in bytes.
+sql -c "CREATE OR REPLACE FUNCTION bench_slow_write() RETURNS trigger LANGUAGE plpgsql AS \$\$ BEGIN PERFORM pg_sleep(0.2); RETURN NULL; END \$\$"
 mem_run() { # name, sink flags...: peak RSS in MB and drain seconds of one run
   local name=$1; shift
   local table=${TM}_$name
+  sed "s/transactions_sink/$table/g" sql/001_transactions_sink.sql | sql -f -
+  sql -c "CREATE TRIGGER slow AFTER INSERT ON $table FOR EACH STATEMENT EXECUTE FUNCTION bench_slow_write()"
   /usr/bin/time -f "%M" -o "$OUT/mem.rss" $BIN/sink --topic "$TM" --table "$table" --group-id "${table}_g" "$@" 2>"$OUT/mem_$name.log" &
   local pid=$!
   local waited
@@ -211,6 +217,7 @@ M_RATIO=$(awk -v a="$MB_RSS" -v b="$MN_RSS" 'BEGIN{printf "%.2f", a/b}')
 
 # --- 4. report -----------------------------------------------------------------------
 for t in "bench_perrow_$RUN" "$TL"; do sql -c "DROP TABLE IF EXISTS $t, ${t}_offsets, ${t}_dead_letters" || true; done
+sql -c "DROP FUNCTION IF EXISTS bench_slow_write()" || true
 PRSS=$(rss_mb "$OUT/producer.rss"); SRSS=$(rss_mb "$OUT/sink.rss")
 mark() { awk -v v="$1" -v t="$2" -v dir="$3" 'BEGIN{ok = (dir == ">=") ? (v >= t) : (v < t); print ok ? "met" : "**missed**"}'; }
 CPU=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')
@@ -238,13 +245,14 @@ shared and noisy, so absolute numbers move between runs while ratios hold better
 | peak resident memory, sink (2) | $SRSS MB | | | < 64 MB ($(mark "$SRSS" 64 "<")) |
 
 Memory with large messages (5): $LN valid messages of 900 KB (an extra field the sink
-ignores) on one partition; peak resident memory of the sink over two runs of each, drain
-seconds in run order:
+ignores) on one partition, written to a database slower than the fetch (a statement
+trigger adds 0.2 s to every write); peak resident memory of the sink over two runs of
+each, drain seconds in run order:
 
 | sink | peak RSS | drain s |
 |---|---|---|
 | librdkafka's queue as the sink sets it (2 MiB), byte budget 64 MiB (defaults) | $MD_RSS MB | $(secs "${M_DEFAULT[@]}") |
-| 256 MiB fetch queue (\`-K queued.max.messages.kbytes=262144\`), byte budget 64 MiB | $MB_RSS MB | $(secs "${M_BUDGET[@]}") |
+| 256 MiB fetch queue (\`-K queued.max.messages.kbytes=262144\`, 50 MB fetches), byte budget 64 MiB | $MB_RSS MB | $(secs "${M_BUDGET[@]}") |
 | 256 MiB fetch queue, no byte budget (\`--buffer-mb 1048576\`: batches bounded by count only, as before) | $MN_RSS MB | $(secs "${M_NOBUDGET[@]}") |
 
 With the budget the sink's own buffers stay within 64 MiB whatever the queue; what remains

@@ -904,6 +904,7 @@ async fn large_messages_behind_a_large_fetch_queue_are_written_within_the_byte_b
     config.kafka_options = vec![
         ("queued.max.messages.kbytes".into(), "262144".into()),
         ("fetch.max.bytes".into(), "52428800".into()),
+        ("max.partition.fetch.bytes".into(), "52428800".into()),
     ];
     let sink = start_sink(config);
     wait_for_rows(&db, &table, 40, Duration::from_secs(120)).await?;

@@ -867,10 +867,13 @@ impl Unreadable {
 
 /// Receives messages into `next` while a database write runs (it is raced against the
 /// write and dropped when the write ends; `recv` is cancellation safe, so nothing is lost).
-/// Once `next` holds `limits.0` messages or `limits.1` bytes it pauses the assigned partitions (`paused` says so:
-/// the caller resumes them) and goes on polling, so the group keeps the sink however long
-/// the write takes; a message that still arrives (one fetched before the pause, or of a
-/// partition assigned since) is kept, and its partition paused.
+/// Once `next` holds `limits.0` messages or `limits.1` bytes it stops receiving; if the
+/// write still runs [`PAUSE_AFTER`] later, it pauses the assigned partitions (`paused`
+/// says so: the caller resumes them) and goes on polling, so the group keeps the sink
+/// however long the write takes. (Not at once: a resume makes librdkafka fetch again
+/// what its queue held, a waste for the usual write of milliseconds.) A message that
+/// still arrives while paused (of a partition assigned since) is kept, and its partition
+/// paused.
 async fn prefetch(
     consumer: &SinkConsumer,
     next: &mut Vec<Message>,
@@ -882,6 +885,7 @@ async fn prefetch(
     let mut bytes = store::weight(next);
     loop {
         if (next.len() >= limit || bytes >= limit_bytes) && !*paused {
+            tokio::time::sleep(PAUSE_AFTER).await;
             let assignment = consumer.assignment().unwrap_or_default();
             if let Err(e) = consumer.pause(&assignment) {
                 warn!(error = %e, "cannot pause partitions while the read-ahead is full");
@@ -911,6 +915,9 @@ async fn prefetch(
         }
     }
 }
+
+/// How long a write may run with the read-ahead full before the partitions are paused.
+const PAUSE_AFTER: Duration = Duration::from_secs(1);
 
 /// How often the sink polls librdkafka while nothing arrives.
 const POLL_EVERY: Duration = Duration::from_secs(1);
