@@ -929,7 +929,20 @@ const POLL_EVERY: Duration = Duration::from_secs(1);
 /// safe, as `recv` is.
 async fn recv(consumer: &SinkConsumer) -> KafkaResult<rdkafka::message::BorrowedMessage<'_>> {
     loop {
-        if let Ok(r) = tokio::time::timeout(POLL_EVERY, consumer.recv()).await {
+        let next = consumer.recv();
+        tokio::pin!(next);
+        // A message already queued is taken without arming a timer (the drain path).
+        let ready = std::future::poll_fn(|cx| {
+            std::task::Poll::Ready(match next.as_mut().poll(cx) {
+                std::task::Poll::Ready(r) => Some(r),
+                std::task::Poll::Pending => None,
+            })
+        })
+        .await;
+        if let Some(r) = ready {
+            return r;
+        }
+        if let Ok(r) = tokio::time::timeout(POLL_EVERY, next).await {
             return r;
         }
     }
