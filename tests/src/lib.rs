@@ -531,6 +531,23 @@ pub fn binary(name: &str) -> PathBuf {
 }
 
 /// A command for a workspace binary, run from the workspace root with the stack's settings.
+/// A [`command`] whose stderr goes to a fresh file under `target/test-logs/` (its path is
+/// returned), for long runs: a pipe nobody reads fills up at 64 KiB, and the program then
+/// blocks on its next log line.
+pub fn command_logged(
+    name: &str,
+    stack: &Stack,
+    label: &str,
+) -> Result<(tokio::process::Command, PathBuf)> {
+    let dir = root().join("target/test-logs");
+    std::fs::create_dir_all(&dir)?;
+    let path = dir.join(format!("{}.log", unique(label)));
+    let file = std::fs::File::create(&path)?;
+    let mut cmd = command(name, stack);
+    cmd.stdout(std::process::Stdio::null()).stderr(file);
+    Ok((cmd, path))
+}
+
 pub fn command(name: &str, stack: &Stack) -> tokio::process::Command {
     let mut cmd = tokio::process::Command::new(binary(name));
     cmd.current_dir(root())

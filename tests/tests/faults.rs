@@ -257,8 +257,12 @@ async fn sinks_scale_out_and_in_under_load_without_loss_or_duplicates() -> anyho
         "-K",
         "heartbeat.interval.ms=1000",
     ];
-    let a = command("sink", &stack).args(args).spawn()?;
-    let b = command("sink", &stack).args(args).spawn()?;
+    let (mut cmd_a, log_a) = command_logged("sink", &stack, "scale_a")?;
+    let (mut cmd_b, log_b) = command_logged("sink", &stack, "scale_b")?;
+    let (mut cmd_c, log_c) = command_logged("sink", &stack, "scale_c")?;
+    eprintln!("sink logs: {log_a:?} {log_b:?} {log_c:?}");
+    let a = cmd_a.args(args).spawn()?;
+    let b = cmd_b.args(args).spawn()?;
 
     let mut config = producer_config(&stack, &topic, N);
     config.pace = producer::Pace::Rate(3_000.0);
@@ -268,7 +272,7 @@ async fn sinks_scale_out_and_in_under_load_without_loss_or_duplicates() -> anyho
     ));
 
     wait_for_rows(&db, &table, 8_000, Duration::from_secs(120)).await?;
-    let c = command("sink", &stack).args(args).spawn()?; // a third joins
+    let c = cmd_c.args(args).spawn()?; // a third joins
     wait_for_rows(&db, &table, 22_000, Duration::from_secs(120)).await?;
     let mut a = a;
     a.start_kill()?; // one is killed mid-stream
@@ -280,16 +284,13 @@ async fn sinks_scale_out_and_in_under_load_without_loss_or_duplicates() -> anyho
     terminate(&b);
     terminate(&c);
     let (ob, oc) = (wait_for_exit(b).await?, wait_for_exit(c).await?);
-    assert!(
-        ob.status.success(),
-        "{}",
-        String::from_utf8_lossy(&ob.stderr)
-    );
-    assert!(
-        oc.status.success(),
-        "{}",
-        String::from_utf8_lossy(&oc.stderr)
-    );
+    for (o, log) in [(ob, &log_b), (oc, &log_c)] {
+        assert!(
+            o.status.success(),
+            "{}",
+            std::fs::read_to_string(log).unwrap_or_default()
+        );
+    }
 
     let produced = decode_all(&read_topic(&stack, &topic).await?);
     let stored = table_rows(&db, &table).await?;

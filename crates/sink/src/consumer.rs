@@ -616,17 +616,17 @@ impl Sink<'_> {
         Ok(())
     }
 
-    /// Plans the batch against the stored positions (see [`plan`]) and makes its seeks.
-    /// A seek back that fails forgets the partition's position, so its next message
-    /// reloads it and seeks again: a later message is never accepted past the gap. Before
-    /// a seek ahead, the stored offset is checked against the partition's log end.
+    /// Plans the batch against the stored positions (see [`plan`]), checks stored offsets
+    /// the consumer is behind against the log end, and makes the seeks. A seek back that
+    /// fails forgets the partition's position, so its next message reloads it and seeks
+    /// again: a later message is never accepted past the gap.
     fn plan(&mut self, batch: Vec<Message>) -> Result<Plan, ConsumeError> {
         let plan = plan(&mut self.positions, batch);
         self.report.skipped += plan.skipped;
+        for &(partition, stored) in &plan.behind {
+            self.check_log_end(partition, stored)?;
+        }
         for s in &plan.seeks {
-            if s.ahead {
-                self.check_log_end(s.partition, s.offset)?;
-            }
             if !seek(self.consumer, &self.config.topic, s.partition, s.offset) && !s.ahead {
                 self.positions.remove(&s.partition);
             }
@@ -978,6 +978,9 @@ fn seek(consumer: &SinkConsumer, topic: &str, partition: i32, offset: i64) -> bo
     }
 }
 
+/// The smallest gap below the stored offset the consumer is sent across (see [`plan`]).
+const SEEK_AHEAD_MIN: i64 = 1000;
+
 /// A seek [`plan`] asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Seek {
@@ -997,6 +1000,9 @@ struct Plan {
     advances: Vec<OffsetAdvance>,
     /// Seeks to make (at most one per partition).
     seeks: Vec<Seek>,
+    /// Partitions whose stored offset (the second) the consumer was found behind, once
+    /// per loaded position: to check against the log end.
+    behind: Vec<(i32, i64)>,
     /// Messages left out because they are already stored.
     skipped: u64,
 }
@@ -1004,8 +1010,12 @@ struct Plan {
 /// Keeps the messages at or after each partition's stored position and computes the
 /// offset advances; pure, but for recording in `positions` the offsets it asks to seek.
 ///
-/// - A message below the stored offset is already stored: skipped, and the consumer is
-///   sent ahead to the stored offset (once).
+/// - A message below the stored offset is already stored: skipped. The consumer is sent
+///   ahead to the stored offset only across a gap of [`SEEK_AHEAD_MIN`] or more and when
+///   nothing of the partition is accepted in this batch: a seek makes librdkafka fetch
+///   again from its target, so a seek to an offset this batch also accepts from would
+///   bring those messages back, skipped below the next stored offset, and so on for
+///   ever (a seek per batch: the scale-out test showed hundreds). Small gaps are filtered.
 /// - When a partition's first message lies beyond the stored offset and no seek there
 ///   was made yet, the consumer is ahead of what is stored (the broker's committed offset
 ///   ran ahead of the database): it is sent back, and the partition's messages of this
@@ -1019,6 +1029,7 @@ fn plan(positions: &mut HashMap<i32, Position>, batch: Vec<Message>) -> Plan {
     let mut accepted = Vec::with_capacity(batch.len());
     let mut last: BTreeMap<i32, i64> = BTreeMap::new();
     let mut seeks = Vec::new();
+    let mut behind = Vec::new();
     let mut skipped = 0;
     for m in batch {
         if dropping.contains(&m.partition) {
@@ -1032,11 +1043,14 @@ fn plan(positions: &mut HashMap<i32, Position>, batch: Vec<Message>) -> Plan {
                 skipped += 1;
                 if pos.sought != Some(n) {
                     pos.sought = Some(n);
-                    seeks.push(Seek {
-                        partition: m.partition,
-                        offset: n,
-                        ahead: true,
-                    });
+                    behind.push((m.partition, n));
+                    if n - m.offset >= SEEK_AHEAD_MIN {
+                        seeks.push(Seek {
+                            partition: m.partition,
+                            offset: n,
+                            ahead: true,
+                        });
+                    }
                 }
                 continue;
             }
@@ -1056,6 +1070,8 @@ fn plan(positions: &mut HashMap<i32, Position>, batch: Vec<Message>) -> Plan {
         last.insert(m.partition, m.offset);
         accepted.push(m);
     }
+    // not ahead where this batch accepts messages (see above)
+    seeks.retain(|s| !s.ahead || !last.contains_key(&s.partition));
     // a partition sent back has nothing accepted (its messages were dropped)
     let advances = last
         .into_iter()
@@ -1069,6 +1085,7 @@ fn plan(positions: &mut HashMap<i32, Position>, batch: Vec<Message>) -> Plan {
         accepted,
         advances,
         seeks,
+        behind,
         skipped,
     }
 }
@@ -1155,22 +1172,41 @@ mod tests {
     }
 
     #[test]
-    fn plan_skips_what_is_stored_and_seeks_ahead_once() {
-        let mut positions = HashMap::from([(1, stored(Some(10)))]);
-        let plan1 = plan(&mut positions, vec![msg(1, 7), msg(1, 8)]);
-        assert!(plan1.accepted.is_empty() && plan1.advances.is_empty());
-        assert_eq!(plan1.skipped, 2);
+    fn plan_skips_what_is_stored_and_seeks_ahead_only_across_a_large_gap_once() {
+        let far = 10 + SEEK_AHEAD_MIN;
+        let mut positions = HashMap::from([(1, stored(Some(far))), (2, stored(Some(far)))]);
+        let plan1 = plan(
+            &mut positions,
+            vec![msg(1, 7), msg(1, 8), msg(2, 9), msg(2, far)],
+        );
+        assert_eq!(accepted_at(&plan1), [(2, far)]);
+        assert_eq!(plan1.skipped, 3);
+        // partition 2 accepts from `far` in this batch: a seek there would fetch it again
         assert_eq!(
             plan1.seeks,
             [Seek {
                 partition: 1,
-                offset: 10,
+                offset: far,
                 ahead: true
             }]
         );
+        assert_eq!(
+            plan1.behind,
+            [(1, far), (2, far)],
+            "both checked against the log end"
+        );
+        // a small gap is filtered, not sought across; checked once
+        let mut near = HashMap::from([(3, stored(Some(10)))]);
+        let plan_near = plan(&mut near, vec![msg(3, 7)]);
+        assert!(plan_near.seeks.is_empty());
+        assert_eq!(plan_near.behind, [(3, 10)]);
+        assert!(plan(&mut near, vec![msg(3, 8)]).behind.is_empty());
+        let far = 10;
+        positions.insert(1, stored(Some(far)));
+        positions.get_mut(&1).unwrap().sought = Some(far);
         // the same position again: no second seek; from 10 on, accepted
         let plan2 = plan(&mut positions, vec![msg(1, 9), msg(1, 10), msg(1, 11)]);
-        assert!(plan2.seeks.is_empty());
+        assert!(plan2.seeks.is_empty() && plan2.behind.is_empty());
         assert_eq!(plan2.skipped, 1);
         assert_eq!(accepted_at(&plan2), [(1, 10), (1, 11)]);
         assert_eq!(
