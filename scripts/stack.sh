@@ -338,6 +338,7 @@ load_env
 if [ "${1:-}" = psql ]; then # superuser psql into the pipeline's database (tests, admin)
   shift
   BIN=$(pg_bindir) || die "PostgreSQL is not installed: run scripts/stack.sh up"
+  [ -S "$PG_DIR/run/.s.PGSQL.$POSTGRES_PORT" ] || die "no PostgreSQL of this stack runs (no socket in $PG_DIR/run): run scripts/stack.sh up here; if port $POSTGRES_PORT is held by another checkout's stack, stop that one (its scripts/stack.sh down) or use its scripts/stack.sh psql"
   pg_psql -d "$POSTGRES_DB" "$@"
   exit
 fi
