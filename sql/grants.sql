@@ -16,8 +16,8 @@
 \set ON_ERROR_STOP on
 \if :{?sink_role}
 \else
-  \echo 'grants.sql: set the role to grant to: psql -v sink_role=NAME -f sql/grants.sql'
-  \quit
+  -- fails (psql exits 3) rather than \quit, which exits 0 as if the grants were made
+  DO $$ BEGIN RAISE EXCEPTION 'grants.sql: no role to grant to: run psql -v sink_role=NAME -f sql/grants.sql'; END $$;
 \endif
 \if :{?table}
 \else

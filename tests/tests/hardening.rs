@@ -454,9 +454,17 @@ async fn a_dead_letter_postgres_rejects_is_stored_as_a_minimal_unstorable_one() 
     let minimal = &parked[&1];
     assert_eq!(minimal.get::<_, String>(1), "unstorable");
     let reason: String = minimal.get(3);
+    // the class and the SQLSTATE, in ASCII, and no text of the message
     assert!(
-        reason.contains("invalid_json") && reason.contains("no_json_errors"),
+        reason.contains("invalid_json") && reason.contains("23514") && reason.is_ascii(),
         "{reason}"
+    );
+    assert!(!reason.contains("not json"), "{reason}");
+    assert!(minimal.get::<_, Option<Vec<u8>>>(4).is_none());
+    assert!(
+        minimal
+            .get::<_, Option<chrono::DateTime<chrono::Utc>>>(6)
+            .is_some()
     );
     assert_eq!(parked[&3].get::<_, String>(1), "not_utf8");
     assert_eq!(
@@ -464,6 +472,12 @@ async fn a_dead_letter_postgres_rejects_is_stored_as_a_minimal_unstorable_one() 
         payloads[3]
     );
     assert_eq!(report.dead_letters, 2);
+    // a replay skips the minimal one (it has nothing to decode) and keeps it as it is
+    let r = sink::replay_dead_letters(&sink_config(&stack, &topic, &table), &[], None).await?;
+    assert_eq!((r.replayed, r.still_failing), (0, 1), "{r:?}");
+    let after = dead_letters(&db, &table).await?;
+    assert_eq!(after[&1].get::<_, String>(1), "unstorable");
+    assert_eq!(after[&1].get::<_, String>(3), reason);
     drop_tables(&db, &table).await
 }
 
@@ -591,26 +605,31 @@ async fn the_same_message_twice_in_a_batch_and_again_later_is_one_row_and_duplic
     v["timestamp"] = json!("2025-08-15T10:30:00.123456789Z");
     let twice = serde_json::to_vec(&v)?;
     let other = g.next_now();
-    // both copies in one batch (written before the sink starts), with another message
+    // a leap second, which PostgreSQL stores as the next minute's first second: the copy
+    // that comes later compares equal to that row (no false conflict)
+    let mut leap = value(&g.next_now());
+    leap["timestamp"] = json!("2016-12-31T23:59:60.25Z");
+    let leap = serde_json::to_vec(&leap)?;
+    // both copies in one batch (written before the sink starts), with other messages
     produce_raw(
         &stack,
         &topic,
         0,
-        &[twice.clone(), other.to_json(), twice.clone()],
+        &[twice.clone(), other.to_json(), twice.clone(), leap.clone()],
     )
     .await?;
     let sink = start_sink(sink_config(&stack, &topic, &table));
     wait_for_table(&db, &table).await?;
-    wait_accounted(&db, &table, 2, &sink).await?;
+    wait_accounted(&db, &table, 3, &sink).await?;
     // and once more later, alone
-    produce_raw(&stack, &topic, 0, std::slice::from_ref(&twice)).await?;
+    produce_raw(&stack, &topic, 0, &[twice.clone(), leap]).await?;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     loop {
         let next: Option<i64> = db
             .query_opt(&format!("SELECT next_offset FROM {table}_offsets"), &[])
             .await?
             .map(|r| r.get(0));
-        if next == Some(4) {
+        if next == Some(6) {
             break;
         }
         anyhow::ensure!(!sink.handle.is_finished(), "the sink stopped");
@@ -618,7 +637,7 @@ async fn the_same_message_twice_in_a_batch_and_again_later_is_one_row_and_duplic
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let report = sink.stop().await?;
-    assert_eq!(count_rows(&db, &table).await?, 2);
+    assert_eq!(count_rows(&db, &table).await?, 3);
     assert!(
         dead_letters(&db, &table).await?.is_empty(),
         "nothing is a conflict"
@@ -631,7 +650,7 @@ async fn the_same_message_twice_in_a_batch_and_again_later_is_one_row_and_duplic
             report.conflicts,
             report.dead_letters
         ),
-        (4, 2, 2, 0, 0),
+        (6, 3, 3, 0, 0),
         "{report:?}"
     );
     let micros: i64 = db
@@ -642,6 +661,41 @@ async fn the_same_message_twice_in_a_batch_and_again_later_is_one_row_and_duplic
         .await?
         .get(0);
     assert_eq!(micros, 123_456);
+    drop_tables(&db, &table).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stored_row_the_sink_cannot_read_back_makes_a_conflict_not_a_crash() -> anyhow::Result<()>
+{
+    let stack = stack();
+    let topic = unique("hard_unreadable");
+    let table = unique("sink_unreadable");
+    create_topic(&stack, &topic, 1).await?;
+    let db = pg(&stack).await?;
+    drop(sink::store::Store::connect(&stack.pg, &table).await?);
+    let mut g = generator(11);
+    let (a, b, c) = (g.next_now(), g.next_now(), g.next_now());
+    // rows written by something else, with values no Rust type here holds
+    db.batch_execute(&format!(
+        "INSERT INTO {table} (tx_id, user_id, amount, currency, merchant, category, \"timestamp\") VALUES \
+         ('{}', 'u', 1, 'USD', 'm', 'c', 'infinity'), ('{}', 'u', 'NaN', 'USD', 'm', 'c', now())",
+        a.tx_id, b.tx_id
+    ))
+    .await?;
+    let unreadable = 2;
+    produce_raw(&stack, &topic, 0, &[a.to_json(), b.to_json(), c.to_json()]).await?;
+    let sink = start_sink(sink_config(&stack, &topic, &table));
+    wait_accounted(&db, &table, 3 + unreadable, &sink).await?;
+    let report = sink.stop().await?;
+    let parked = dead_letters(&db, &table).await?;
+    assert_eq!(parked.len() as i64, unreadable, "{report:?}");
+    for row in parked.values() {
+        assert_eq!(row.get::<_, String>(1), "conflicting_duplicate");
+        let reason: String = row.get(3);
+        assert!(reason.contains("cannot be read back"), "{reason}");
+    }
+    assert_eq!(report.conflicts as i64, unreadable, "{report:?}");
+    assert_eq!(report.inserted, 1, "{report:?}");
     drop_tables(&db, &table).await
 }
 
@@ -766,19 +820,26 @@ async fn a_recreated_topic_stops_the_sink_with_the_reset_and_nothing_is_skipped(
     let table = unique("sink_recreated");
     create_topic(&stack, &topic, 1).await?;
     let db = pg(&stack).await?;
+    // a bad message at offset 0, then 50 good ones
+    produce_raw(&stack, &topic, 0, &[b"{first".to_vec()]).await?;
     produce(&stack, &topic, 50).await?;
     let config = sink_config(&stack, &topic, &table);
     let sink = start_sink(config.clone());
     wait_for_rows(&db, &table, 50, Duration::from_secs(60)).await?;
     sink.stop().await?;
-    let mut expected: Vec<Transaction> = read_topic(&stack, &topic)
-        .await?
-        .iter()
-        .map(|p| Transaction::from_json(p))
-        .collect::<Result<_, _>>()?;
+    let decoded = |payloads: Vec<Vec<u8>>| -> Vec<Transaction> {
+        payloads
+            .iter()
+            .filter_map(|p| Transaction::from_json(p).ok())
+            .collect()
+    };
+    let mut expected = decoded(read_topic(&stack, &topic).await?);
+    assert_eq!(expected.len(), 50);
 
-    // the topic is deleted and created again: its offsets restart at 0, the stored one is 50
+    // the topic is deleted and created again: its offsets restart at 0, the stored one is
+    // 51; another bad message takes offset 0
     recreate_topic(&stack, &topic, 1).await?;
+    produce_raw(&stack, &topic, 0, &[b"{second".to_vec()]).await?;
     produce(&stack, &topic, 10).await?;
     let err = tokio::time::timeout(
         Duration::from_secs(60),
@@ -790,7 +851,7 @@ async fn a_recreated_topic_stops_the_sink_with_the_reset_and_nothing_is_skipped(
     .to_string();
     for part in [
         format!("topic {topic} partition 0"),
-        "is 50, beyond the partition's log end 10".to_owned(),
+        "is 51, beyond the partition's log end 11".to_owned(),
         format!(
             "sink reset-offsets --group-id {} --topic {topic}",
             config.group_id
@@ -804,20 +865,29 @@ async fn a_recreated_topic_stops_the_sink_with_the_reset_and_nothing_is_skipped(
         "nothing written, nothing skipped"
     );
 
+    // a reset that matches nothing (a partition the topic lacks) says so and fails
+    let err = sink::reset_offsets(&config, &[7], 0)
+        .await
+        .expect_err("a reset of nothing must fail")
+        .to_string();
+    assert!(err.contains("nothing reset"), "{err}");
     // the documented reset, then the new topic lands from its start
     assert_eq!(sink::reset_offsets(&config, &[], 0).await?, 1);
-    expected.extend(
-        read_topic(&stack, &topic)
-            .await?
-            .iter()
-            .map(|p| Transaction::from_json(p))
-            .collect::<Result<Vec<_>, _>>()?,
-    );
+    expected.extend(decoded(read_topic(&stack, &topic).await?));
     let sink = start_sink(config);
     wait_for_rows(&db, &table, 60, Duration::from_secs(60)).await?;
     let report = sink.stop().await?;
     assert_eq!(report.inserted, 10, "{report:?}");
     assert_same(&expected, &table_rows(&db, &table).await?);
+    // the new bad message at offset 0 replaced the old one's dead letter whole
+    let letter = db
+        .query_one(
+            &format!("SELECT payload, attempts FROM {table}_dead_letters WHERE kafka_offset = 0"),
+            &[],
+        )
+        .await?;
+    assert_eq!(letter.get::<_, Vec<u8>>(0), b"{second");
+    assert_eq!(letter.get::<_, i32>(1), 1);
     drop_tables(&db, &table).await
 }
 

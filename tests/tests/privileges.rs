@@ -45,8 +45,14 @@ async fn a_role_granted_only_dml_starts_drains_parks_and_replays() -> anyhow::Re
     create_topic(&stack, &topic, 3).await?;
     // the owner (a DBA, here the stack's user) creates the tables ...
     drop(sink::store::Store::connect(&stack.pg, &table).await?);
-    // ... and grants a role exactly sql/grants.sql
+    // ... and grants a role exactly sql/grants.sql (which fails, not quietly succeeds,
+    // when the role is not named)
     let role = TestRole::create("sink_dml").await?;
+    let err = superuser_psql(&[], &std::fs::read(root().join("sql/grants.sql"))?)
+        .await
+        .expect_err("grants.sql without sink_role must fail")
+        .to_string();
+    assert!(err.contains("psql -v sink_role=NAME"), "{err}");
     role.grant_sink_privileges(&table).await?;
 
     produce(&stack, &topic, 300).await?;

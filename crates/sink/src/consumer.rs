@@ -15,7 +15,7 @@
 //!   with capped backoff and resumes by itself. It never dead-letters because of an outage.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -143,6 +143,10 @@ pub struct SinkContext {
     revocations: AtomicU64,
     received: AtomicU64,
     cutoffs: Mutex<HashMap<i32, u64>>,
+    /// The sink paused its whole assignment (an outage, a full read-ahead): a partition
+    /// assigned meanwhile is paused by the loop as its first message arrives, and resumed
+    /// with the rest.
+    paused: AtomicBool,
 }
 
 impl ClientContext for SinkContext {
@@ -164,9 +168,23 @@ impl ConsumerContext for SinkContext {
         }
     }
 
-    fn post_rebalance(&self, _: &rdkafka::consumer::BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+    fn post_rebalance(
+        &self,
+        consumer: &rdkafka::consumer::BaseConsumer<Self>,
+        rebalance: &Rebalance<'_>,
+    ) {
         match rebalance {
-            Rebalance::Assign(tpl) => info!(partitions = %partitions(tpl), "partitions assigned"),
+            Rebalance::Assign(tpl) => {
+                info!(partitions = %partitions(tpl), "partitions assigned");
+                // A partition paused, revoked and assigned again may keep its pause
+                // (librdkafka keeps it with the partition's state): unless the sink is
+                // paused as a whole, what is assigned consumes.
+                if !self.paused.load(Ordering::SeqCst)
+                    && let Err(e) = consumer.resume(tpl)
+                {
+                    warn!(error = %e, "cannot resume assigned partitions");
+                }
+            }
             Rebalance::Revoke(tpl) => info!(partitions = %partitions(tpl), "partitions revoked"),
             Rebalance::Error(e) => warn!(error = %e, "rebalance error"),
         }
@@ -228,6 +246,20 @@ fn partitions(tpl: &TopicPartitionList) -> String {
 
 /// The consumer type of the sink.
 pub type SinkConsumer = StreamConsumer<SinkContext>;
+
+/// Pauses every assigned partition (and says so to the rebalance callback).
+fn pause_all(consumer: &SinkConsumer) -> KafkaResult<TopicPartitionList> {
+    consumer.context().paused.store(true, Ordering::SeqCst);
+    let assignment = consumer.assignment()?;
+    consumer.pause(&assignment)?;
+    Ok(assignment)
+}
+
+/// Resumes every assigned partition.
+fn resume_all(consumer: &SinkConsumer) -> KafkaResult<()> {
+    consumer.context().paused.store(false, Ordering::SeqCst);
+    consumer.resume(&consumer.assignment()?)
+}
 
 /// Creates the consumer, checks that a broker answers, and subscribes.
 ///
@@ -446,11 +478,8 @@ impl Sink<'_> {
                 _ = &mut deadline => return Err(unfinished(in_hand)),
                 never = prefetch(consumer, held, limits, &mut errors, &mut paused) => match never {},
             };
-            if paused {
-                let assignment = consumer.assignment().unwrap_or_default();
-                if let Err(e) = consumer.resume(&assignment) {
-                    warn!(error = %e, "cannot resume partitions");
-                }
+            if paused && let Err(e) = resume_all(consumer) {
+                warn!(error = %e, "cannot resume partitions");
             }
             for e in errors {
                 self.on_consume_error(e)?;
@@ -700,10 +729,10 @@ impl Sink<'_> {
         in_hand: usize,
         held: &mut Vec<Message>,
     ) -> Result<(), ConsumeError> {
-        let assignment = self.consumer.assignment().unwrap_or_default();
-        if let Err(e) = self.consumer.pause(&assignment) {
+        let assignment = pause_all(self.consumer).unwrap_or_else(|e| {
             warn!(error = %e, "cannot pause partitions");
-        }
+            TopicPartitionList::new()
+        });
         warn!(
             retries = self.config.retry.retries,
             error = %cause,
@@ -753,8 +782,7 @@ impl Sink<'_> {
                 }
             }
         }
-        let assignment = self.consumer.assignment().unwrap_or_default();
-        if let Err(e) = self.consumer.resume(&assignment) {
+        if let Err(e) = resume_all(self.consumer) {
             warn!(error = %e, "cannot resume partitions");
         }
         info!(
@@ -886,8 +914,7 @@ async fn prefetch(
     loop {
         if (next.len() >= limit || bytes >= limit_bytes) && !*paused {
             tokio::time::sleep(PAUSE_AFTER).await;
-            let assignment = consumer.assignment().unwrap_or_default();
-            if let Err(e) = consumer.pause(&assignment) {
+            if let Err(e) = pause_all(consumer) {
                 warn!(error = %e, "cannot pause partitions while the read-ahead is full");
             }
             *paused = true;

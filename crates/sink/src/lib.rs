@@ -70,16 +70,30 @@ pub async fn run(config: SinkConfig, shutdown: CancellationToken) -> Result<Sink
 /// partitions, or every one stored) to `to_offset`; returns how many were reset.
 ///
 /// # Errors
-/// [`Error::Store`] when PostgreSQL cannot be used.
+/// [`Error::Store`] when PostgreSQL cannot be used, or when no stored position matches (a
+/// mistyped group, topic or partition would otherwise reset nothing and look done).
 pub async fn reset_offsets(
     config: &SinkConfig,
     partitions: &[i32],
     to_offset: i64,
 ) -> Result<u64, Error> {
     let store = store::Store::connect(&config.postgres, &config.table).await?;
-    Ok(store
+    let n = store
         .reset_offsets(&config.group_id, &config.topic, partitions, to_offset)
-        .await?)
+        .await?;
+    if n == 0 {
+        let which = if partitions.is_empty() {
+            String::new()
+        } else {
+            format!(" partition {partitions:?}")
+        };
+        return Err(StoreError::Startup(format!(
+            "no stored position of group {} in topic {}{which} (table {}_offsets): nothing reset; check --group-id, --topic and --partition against that table",
+            config.group_id, config.topic, config.table
+        ))
+        .into());
+    }
+    Ok(n)
 }
 
 /// Replays dead letters (see [`store::Store::replay_dead_letters`]).

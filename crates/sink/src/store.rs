@@ -193,6 +193,33 @@ const PARK_CHUNK_ROWS: usize = 1000;
 /// still goes alone).
 const PARK_CHUNK_BYTES: usize = 8 << 20;
 
+/// The conflict clause of a dead-letter insert: a message parked again at the same place
+/// takes one more attempt; a different message there (the topic was recreated, or offsets
+/// were reset) replaces the old dead letter whole, its attempts counted afresh.
+const PARK_AGAIN: &str = "ON CONFLICT (topic, partition, kafka_offset) DO UPDATE SET \
+    attempts = CASE WHEN (d.kafka_timestamp, d.message_key, d.payload) IS NOT DISTINCT FROM \
+    (EXCLUDED.kafka_timestamp, EXCLUDED.message_key, EXCLUDED.payload) THEN d.attempts + 1 ELSE 1 END, \
+    first_failed_at = CASE WHEN (d.kafka_timestamp, d.message_key, d.payload) IS NOT DISTINCT FROM \
+    (EXCLUDED.kafka_timestamp, EXCLUDED.message_key, EXCLUDED.payload) THEN d.first_failed_at ELSE now() END, \
+    group_id = EXCLUDED.group_id, kafka_timestamp = EXCLUDED.kafka_timestamp, \
+    message_key = EXCLUDED.message_key, payload = EXCLUDED.payload, last_failed_at = now(), \
+    error_class = EXCLUDED.error_class, field = EXCLUDED.field, reason = EXCLUDED.reason, \
+    replayed_at = NULL";
+
+/// `s` as printable ASCII on one line, at most 500 characters (others become `?`).
+fn ascii_line(s: &str) -> String {
+    s.chars()
+        .take(500)
+        .map(|c| {
+            if c.is_ascii_graphic() || c == ' ' {
+                c
+            } else {
+                '?'
+            }
+        })
+        .collect()
+}
+
 impl Store {
     /// Connects, checks credentials and database, creates or upgrades the tables where
     /// something is missing (see [`schema`]), and checks the role's grants.
@@ -210,10 +237,13 @@ impl Store {
             .password(&pg.password)
             .application_name(&pg.application_name)
             // ingested_at (DEFAULT CURRENT_TIMESTAMP, a TIMESTAMP) is then in UTC like
-            // `timestamp`; a statement the server cannot finish in time is cancelled
+            // `timestamp`; a statement the server cannot finish in time is cancelled; a
+            // session whose client is gone mid-transaction (the sink gave up on it after
+            // the operation timeout) ends then too, releasing its locks on the offsets
             .options(format!(
-                "-c TimeZone=UTC -c statement_timeout={}",
-                pg.statement_timeout.as_millis()
+                "-c TimeZone=UTC -c statement_timeout={} -c idle_in_transaction_session_timeout={}",
+                pg.statement_timeout.as_millis(),
+                pg.operation_timeout().as_millis()
             ))
             .connect_timeout(pg.connect_timeout)
             // A network that drops packets silently (a NAT or firewall that forgot the
@@ -649,16 +679,22 @@ impl Store {
                 &[&ids],
             )
             .await?;
-        let stored: HashMap<String, StoredRow> = stored
+        // a row this sink cannot read (written by something else: an infinite timestamp, a
+        // NaN amount) differs from every message
+        let stored: HashMap<String, Option<StoredRow>> = stored
             .iter()
-            .map(|r| (r.get::<_, String>(0), StoredRow::from(r)))
+            .map(|r| (r.get::<_, String>(0), StoredRow::read(r).ok()))
             .collect();
         let compared: Vec<(usize, &str, Vec<&'static str>)> = candidates
             .iter()
             .filter_map(|(i, t, id)| {
-                stored
-                    .get(id)
-                    .map(|row| (*i, id.as_str(), row.differences(t)))
+                stored.get(id).map(|row| {
+                    let diff = match row {
+                        Some(row) => row.differences(t),
+                        None => vec!["row (it cannot be read back)"],
+                    };
+                    (*i, id.as_str(), diff)
+                })
             })
             .collect();
         // Of the copies of a tx_id this batch inserted, one is the inserted row: the first
@@ -748,29 +784,39 @@ impl Store {
                 };
                 let m = &messages[p.index];
                 tracing::warn!(partition = m.partition, offset = m.offset, error = %rejection, "PostgreSQL rejected a dead letter: storing a minimal one");
-                let minimal = Parked::new(
-                    p.index,
-                    dead_letter::UNSTORABLE,
-                    None,
-                    &format!(
-                        "PostgreSQL rejected the dead letter ({} error: {}): {}",
-                        p.class,
-                        p.reason,
-                        rejection.detail_line()
-                    ),
-                );
-                tx.execute(
-                    &format!(
-                        "INSERT INTO {dl} AS d (group_id, topic, partition, kafka_offset, error_class, reason) \
-                         VALUES ($1, $2, $3, $4, $5, $6) \
-                         ON CONFLICT (topic, partition, kafka_offset) DO UPDATE SET attempts = d.attempts + 1, \
-                         last_failed_at = now(), error_class = EXCLUDED.error_class, field = NULL, \
-                         reason = EXCLUDED.reason, replayed_at = NULL",
-                        dl = self.names.dead_letters
-                    ),
-                    &[&group, &topic, &m.partition, &m.offset, &minimal.class, &minimal.reason],
-                )
-                .await?;
+                // no text of the message (it may be what PostgreSQL refused) and ASCII only,
+                // so the database's encoding cannot refuse it either
+                let reason = ascii_line(&format!(
+                    "PostgreSQL rejected the dead letter of this {} error: {}",
+                    p.class,
+                    rejection.sqlstate().unwrap_or("no SQLSTATE")
+                ));
+                let ts = dead_letter::kafka_timestamp(m.timestamp_ms);
+                let minimal = async {
+                    tx.execute(
+                        &format!(
+                            "INSERT INTO {dl} AS d (group_id, topic, partition, kafka_offset, kafka_timestamp, error_class, reason) \
+                             VALUES ($1, $2, $3, $4, $5, $6, $7) {PARK_AGAIN}",
+                            dl = self.names.dead_letters
+                        ),
+                        &[&group, &topic, &m.partition, &m.offset, &ts, &dead_letter::UNSTORABLE, &reason],
+                    )
+                    .await?;
+                    Ok::<(), StoreError>(())
+                };
+                if let Err(e) = self.in_savepoint(tx, minimal).await {
+                    if e.class() != ErrorClass::Data {
+                        return Err(e);
+                    }
+                    // not the message: the table refuses rows (a trigger, a constraint)
+                    return Err(StoreError::Startup(format!(
+                        "PostgreSQL refused even a minimal dead letter (partition {} offset {}): {}: fix what refuses rows of {} (a trigger or constraint), then restart the sink",
+                        m.partition,
+                        m.offset,
+                        e.detail_line(),
+                        self.names.dead_letters
+                    )));
+                }
             }
         }
         Ok(())
@@ -832,9 +878,7 @@ impl Store {
                  error_class, field, reason) \
                  SELECT $1, $2, * FROM UNNEST($3::int4[], $4::int8[], $5::timestamptz[], $6::bytea[], $7::bytea[], \
                  $8::varchar[], $9::varchar[], $10::text[]) \
-                 ON CONFLICT (topic, partition, kafka_offset) DO UPDATE SET attempts = d.attempts + 1, \
-                 last_failed_at = now(), error_class = EXCLUDED.error_class, field = EXCLUDED.field, \
-                 reason = EXCLUDED.reason, replayed_at = NULL",
+                 {PARK_AGAIN}",
                 dl = self.names.dead_letters
             ),
             &[&group, &topic, &partition, &offset, &ts, &key, &payload, &class, &field, &reason],
@@ -860,7 +904,7 @@ impl Store {
         let dl = &self.names.dead_letters;
         let sizes_sql = format!(
             "SELECT id, coalesce(octet_length(payload), 0)::int8 + coalesce(octet_length(message_key), 0)::int8 \
-             FROM {dl} WHERE replayed_at IS NULL AND id > $3 AND (cardinality($1::int8[]) = 0 OR id = ANY($1)) \
+             FROM {dl} WHERE replayed_at IS NULL AND payload IS NOT NULL AND id > $3 AND (cardinality($1::int8[]) = 0 OR id = ANY($1)) \
              AND ($2::text IS NULL OR error_class = $2) ORDER BY id LIMIT $4"
         );
         let rows_sql = format!(
@@ -991,23 +1035,22 @@ struct StoredRow {
     processing_time_ms: Option<i32>,
 }
 
-impl From<&tokio_postgres::Row> for StoredRow {
-    fn from(r: &tokio_postgres::Row) -> Self {
-        StoredRow {
-            user_id: r.get(1),
-            amount: r.get(2),
-            currency: r.get(3),
-            merchant: r.get(4),
-            category: r.get(5),
-            timestamp: r.get(6),
-            source_system: r.get(7),
-            transaction_type: r.get(8),
-            processing_time_ms: r.get(9),
-        }
-    }
-}
-
 impl StoredRow {
+    /// Reads a row of the comparison query; fails on values the Rust types cannot hold.
+    fn read(r: &tokio_postgres::Row) -> Result<Self, tokio_postgres::Error> {
+        Ok(StoredRow {
+            user_id: r.try_get(1)?,
+            amount: r.try_get(2)?,
+            currency: r.try_get(3)?,
+            merchant: r.try_get(4)?,
+            category: r.try_get(5)?,
+            timestamp: r.try_get(6)?,
+            source_system: r.try_get(7)?,
+            transaction_type: r.try_get(8)?,
+            processing_time_ms: r.try_get(9)?,
+        })
+    }
+
     /// The fields in which `t` differs (the extra columns only when stored).
     fn differences(&self, t: &Transaction) -> Vec<&'static str> {
         let mut d = Vec::new();

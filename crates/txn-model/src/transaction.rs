@@ -398,16 +398,14 @@ pub fn parse_timestamp(s: &str) -> Result<DateTime<Utc>, String> {
     for _ in f.len().min(6)..6 {
         micros *= 10;
     }
-    // a leap second (:60) as chrono represents it: second 59 plus a second of fraction
-    let (second, micros) = if second == 60 {
-        (59, micros + 1_000_000)
-    } else {
-        (second, micros)
-    };
+    // a leap second (:60) is the first second of the next minute, as PostgreSQL stores it
+    // (chrono's own leap-second form would compare unequal to the row read back)
+    let leap = i64::from(second == 60);
+    let second = if leap == 1 { 59 } else { second };
     let naive = chrono::NaiveDate::from_ymd_opt(year as i32, month, day)
         .and_then(|date| date.and_hms_micro_opt(hour, minute, second, micros))
         .ok_or_else(bad)?;
-    let utc = naive - chrono::Duration::seconds(i64::from(offset_secs));
+    let utc = naive + chrono::Duration::seconds(leap - i64::from(offset_secs));
     Ok(utc.and_utc())
 }
 
@@ -572,6 +570,10 @@ mod tests {
                 "2025-08-15T10:30:00.000000001+01:00",
                 "2025-08-15T09:30:00Z",
             ),
+            // a leap second is the first second of the next minute, as PostgreSQL stores it
+            ("2016-12-31T23:59:60Z", "2017-01-01T00:00:00Z"),
+            ("2016-12-31T23:59:60.5Z", "2017-01-01T00:00:00.500Z"),
+            ("2017-01-01T05:29:60+05:30", "2017-01-01T00:00:00Z"),
         ] {
             assert_eq!(utc(input), expected, "{input}");
         }
@@ -597,6 +599,7 @@ mod tests {
             "2025-08-15T10:30:00.12a",
             "２０２５-08-15T10:30:00Z",
             "2025-08-15T10:30:00+02:00\n",
+            "2025-08-15T10:30:61Z",
         ] {
             assert!(parse_timestamp(bad).is_err(), "{bad:?} accepted");
         }
