@@ -137,3 +137,42 @@ async fn a_write_longer_than_max_poll_interval_keeps_the_partitions() -> anyhow:
     );
     drop_tables(&db, &table).await
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_the_server_cannot_write_in_time_is_written_in_halves() -> anyhow::Result<()> {
+    init_logs();
+    let stack = stack();
+    let topic = unique("wait_slow_batch");
+    let table = unique("sink_slow_batch");
+    create_topic(&stack, &topic, 1).await?;
+    let db = pg(&stack).await?;
+    drop(sink::store::Store::connect(&stack.pg, &table).await?);
+    // an operator's trigger costs 20 ms a row: a batch of 400 needs 8 s, past the 1 s
+    // statement timeout (and the 2 s operation timeout) every time it is tried whole
+    db.batch_execute(&format!(
+        "CREATE FUNCTION {table}_slow() RETURNS trigger LANGUAGE plpgsql AS \
+         $$ BEGIN PERFORM pg_sleep(0.02); RETURN NEW; END $$; \
+         CREATE TRIGGER slow BEFORE INSERT ON {table} FOR EACH ROW EXECUTE FUNCTION {table}_slow()"
+    ))
+    .await?;
+    produce(&stack, &topic, 400).await?;
+    let mut config = sink_config(&stack, &topic, &table);
+    config.batch_size = 400;
+    config.postgres.statement_timeout = Duration::from_secs(1);
+    let sink = start_sink(config);
+    wait_for_rows(&db, &table, 400, Duration::from_secs(120)).await?;
+    let report = sink.stop().await?;
+    assert!(report.outages >= 1, "{report:?}");
+    assert!(
+        report.batches >= 8,
+        "400 rows at most ~40 per batch: {report:?}"
+    );
+    assert_eq!(report.inserted, 400, "{report:?}");
+    assert_same(
+        &produced(&stack, &topic).await?,
+        &table_rows(&db, &table).await?,
+    );
+    db.batch_execute(&format!("DROP FUNCTION {table}_slow() CASCADE"))
+        .await?;
+    drop_tables(&db, &table).await
+}

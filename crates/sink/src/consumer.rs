@@ -336,6 +336,11 @@ struct Sink<'a> {
     missing_topic_logged: bool,
     /// Errors of batches librdkafka cannot read, which it fetches again and again.
     unreadable: Unreadable,
+    /// Most messages per batch: `batch_size`, halved when a batch cannot be written within
+    /// the operation timeout (a slow trigger, a server under load), doubled back after
+    /// each committed batch. A batch the server cannot finish in time is never retried
+    /// whole for ever.
+    batch_cap: usize,
 }
 
 /// Consumes until `shutdown` is cancelled: then finishes the batch in hand (within the
@@ -361,6 +366,7 @@ pub async fn run(
         progress: Progress::new(progress::EVERY, Instant::now()),
         missing_topic_logged: false,
         unreadable: Unreadable::new(UNREADABLE_LIMIT),
+        batch_cap: config.batch_size.max(1),
     };
     let result = sink.consume().await;
     if let Some(line) = sink.progress.take(Instant::now()) {
@@ -411,8 +417,9 @@ impl Sink<'_> {
             // Then whatever else has already arrived, without waiting: a lone message is
             // written at once, a backlog in batches of up to batch_size messages or half
             // the byte budget.
+            let cap = self.batch_cap;
             let mut bytes = store::weight(&pending);
-            while pending.len() < self.config.batch_size && bytes < self.half_budget() {
+            while pending.len() < cap && bytes < self.half_budget() {
                 match tokio::time::timeout(Duration::ZERO, self.consumer.recv()).await {
                     Ok(Ok(m)) => {
                         let m = receive(self.consumer, &m);
@@ -423,7 +430,12 @@ impl Sink<'_> {
                     Err(_) => break,
                 }
             }
-            let batch = std::mem::take(&mut pending);
+            let batch = if pending.len() > cap {
+                let rest = pending.split_off(cap);
+                std::mem::replace(&mut pending, rest)
+            } else {
+                std::mem::take(&mut pending)
+            };
             self.write(batch, &mut pending).await?;
         }
     }
@@ -507,6 +519,7 @@ impl Sink<'_> {
                         "batch committed"
                     );
                     self.commit_kafka(CommitMode::Async);
+                    self.batch_cap = (self.batch_cap * 2).min(self.config.batch_size.max(1));
                     return Ok(());
                 }
                 Ok(Outcome::Stale(parts)) => {
@@ -531,8 +544,19 @@ impl Sink<'_> {
                     }
                 }
                 Err(e) => {
+                    let timed_out = e.is_timeout();
                     self.on_store_error(e, accepted.len(), held).await?;
                     batch = accepted;
+                    if timed_out && batch.len() > 1 {
+                        // the later half goes back in front of what was read meanwhile,
+                        // so each partition stays in order
+                        self.batch_cap = batch.len() / 2;
+                        held.splice(0..0, batch.split_off(self.batch_cap));
+                        warn!(
+                            messages = self.batch_cap,
+                            "the batch did not finish within the operation timeout: writing smaller batches"
+                        );
+                    }
                 }
             }
         }
@@ -708,7 +732,9 @@ impl Sink<'_> {
         let policy = &self.config.retry;
         retry(
             policy,
-            StoreError::is_transient,
+            // a timeout is not retried at the same size: the outage path checks the
+            // server, then the batch is halved
+            |e: &StoreError| e.is_transient() && !e.is_timeout(),
             |attempt, e, wait| {
                 warn!(attempt, of = policy.retries, wait_ms = wait.as_millis() as u64, error = %e, "database write failed; retrying");
             },
@@ -733,12 +759,20 @@ impl Sink<'_> {
             warn!(error = %e, "cannot pause partitions");
             TopicPartitionList::new()
         });
-        warn!(
-            retries = self.config.retry.retries,
-            error = %cause,
-            partitions = assignment.count(),
-            "PostgreSQL is unavailable: paused consumption; probing until it is back"
-        );
+        if cause.is_timeout() {
+            warn!(
+                error = %cause,
+                partitions = assignment.count(),
+                "PostgreSQL did not answer in time: paused consumption; probing until it answers"
+            );
+        } else {
+            warn!(
+                retries = self.config.retry.retries,
+                error = %cause,
+                partitions = assignment.count(),
+                "PostgreSQL is unavailable: paused consumption; probing until it is back"
+            );
+        }
         let started = Instant::now();
         let mut last_log = Instant::now();
         let mut delay = self.config.probe_min;

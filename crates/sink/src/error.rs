@@ -75,6 +75,12 @@ impl StoreError {
         }
     }
 
+    /// No answer in time: the client-side operation deadline, or the server's
+    /// `statement_timeout` (SQLSTATE 57014).
+    pub fn is_timeout(&self) -> bool {
+        matches!(self, StoreError::Timeout(_)) || self.sqlstate() == Some("57014")
+    }
+
     /// Shorthand for `class() == Transient`.
     pub fn is_transient(&self) -> bool {
         self.class() == ErrorClass::Transient
