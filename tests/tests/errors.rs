@@ -137,3 +137,69 @@ async fn a_missing_privilege_fails_fast_with_a_configuration_error() {
         .unwrap();
     drop_tables(&db, &table).await.unwrap();
 }
+
+#[tokio::test]
+async fn a_table_without_the_unique_keys_the_writes_rely_on_is_refused_at_start() {
+    let stack = stack();
+    let table = unique("sink_nokey");
+    let db = pg(&stack).await.unwrap();
+    drop(
+        sink::store::Store::connect(&stack.pg, &table)
+            .await
+            .unwrap(),
+    );
+    let config = sink_config(&stack, &unique("t"), &table);
+    // a DBA's table: tx_id is there, its key is not (COPY would land a redelivery twice)
+    db.batch_execute(&format!("ALTER TABLE {table} DROP CONSTRAINT {table}_pkey"))
+        .await
+        .unwrap();
+    let err = sink_error(config.clone()).await;
+    assert!(
+        err.contains(&format!("table {table} has no unique key on (tx_id)")),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!("ALTER TABLE {table} ADD UNIQUE (tx_id)")),
+        "{err}"
+    );
+    assert!(!err.contains('\n'), "one line: {err}");
+    // a partial unique index does not count (ON CONFLICT cannot infer it); a full one does
+    db.batch_execute(&format!(
+        "CREATE UNIQUE INDEX {table}_partial ON {table} (tx_id) WHERE amount > 0"
+    ))
+    .await
+    .unwrap();
+    assert!(
+        sink_error(config.clone())
+            .await
+            .contains("no unique key on (tx_id)")
+    );
+    db.batch_execute(&format!(
+        "CREATE UNIQUE INDEX {table}_tx ON {table} (tx_id)"
+    ))
+    .await
+    .unwrap();
+    // the dead letters' place, in another order, is accepted; dropped, it is named
+    db.batch_execute(&format!(
+        "DO $$ DECLARE c text; BEGIN \
+           SELECT conname INTO c FROM pg_constraint WHERE conrelid = '{table}_dead_letters'::regclass AND contype = 'u'; \
+           EXECUTE format('ALTER TABLE {table}_dead_letters DROP CONSTRAINT %I', c); END $$; \
+         CREATE UNIQUE INDEX {table}_dl ON {table}_dead_letters (kafka_offset, partition, topic)"
+    ))
+    .await
+    .unwrap();
+    drop(
+        sink::store::Store::connect(&stack.pg, &table)
+            .await
+            .unwrap(),
+    );
+    db.batch_execute(&format!("DROP INDEX {table}_dl"))
+        .await
+        .unwrap();
+    let err = sink_error(config).await;
+    assert!(
+        err.contains("no unique key on (topic, partition, kafka_offset)"),
+        "{err}"
+    );
+    drop_tables(&db, &table).await.unwrap();
+}

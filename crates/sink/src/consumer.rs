@@ -527,7 +527,7 @@ impl Sink<'_> {
                     // now): drop our view and our copy of their messages. Those of them
                     // still assigned to us go back to the stored offset: the messages we
                     // dropped may be their last ones, and nothing else would fetch them.
-                    warn!(partitions = ?parts, "another sink advanced these partitions (a rebalance moved them): dropping this sink's copy of their messages");
+                    warn!(partitions = ?parts, "the stored positions of these partitions moved past this batch (another sink advanced them after a rebalance, or this sink's own commit landed though its answer was lost): dropping this sink's copy of their messages");
                     for p in &parts {
                         self.positions.remove(p);
                     }

@@ -173,7 +173,51 @@ pub(crate) async fn prepare(
     if ddl.iter().any(|d| d.needed(&found)) {
         create_missing(client, pg, &tables, &ddl).await?;
     }
+    check_keys(client, table, offsets, dead_letters).await?;
     check_grants(client, pg, table, offsets, dead_letters).await
+}
+
+/// The unique keys the sink's writes rely on: `tx_id` (without it, a redelivered message
+/// would land twice by COPY), a partition's position, a dead letter's place.
+pub(crate) fn required_keys<'a>(
+    table: &'a str,
+    offsets: &'a str,
+    dead_letters: &'a str,
+) -> [(&'a str, &'static str); 3] {
+    [
+        (table, "tx_id"),
+        (offsets, "group_id,topic,partition"),
+        (dead_letters, "topic,partition,kafka_offset"),
+    ]
+}
+
+/// Checks that each table has a unique index (or key) on exactly its columns, as
+/// `ON CONFLICT` infers one: not partial, on plain columns, in any order.
+async fn check_keys(
+    client: &Client,
+    table: &str,
+    offsets: &str,
+    dead_letters: &str,
+) -> Result<(), StoreError> {
+    let (names, keys): (Vec<&str>, Vec<&str>) = required_keys(table, offsets, dead_letters)
+        .into_iter()
+        .unzip();
+    let rows = client
+        .query(
+            "SELECT t.name, t.cols FROM unnest($1::text[], $2::text[]) AS t(name, cols)              WHERE NOT EXISTS (SELECT 1 FROM pg_index i                WHERE i.indrelid = to_regclass(t.name) AND i.indisunique AND i.indpred IS NULL                AND i.indnkeyatts = cardinality(string_to_array(t.cols, ','))                AND (SELECT array_agg(a.attname::text ORDER BY a.attname) FROM pg_attribute a                     WHERE a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey[0:i.indnkeyatts - 1]))                  = (SELECT array_agg(c ORDER BY c) FROM unnest(string_to_array(t.cols, ',')) c))",
+            &[&names, &keys],
+        )
+        .await?;
+    match rows.first() {
+        None => Ok(()),
+        Some(r) => {
+            let (name, cols): (String, String) = (r.get(0), r.get(1));
+            let cols = cols.replace(',', ", ");
+            Err(StoreError::Startup(format!(
+                "table {name} has no unique key on ({cols}), which the sink's writes rely on (without it a redelivered message lands twice): add it as the table's owner, e.g. ALTER TABLE {name} ADD UNIQUE ({cols}) (sql/*.sql has the keys)"
+            )))
+        }
+    }
 }
 
 async fn create_missing(
