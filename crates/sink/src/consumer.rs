@@ -341,7 +341,15 @@ struct Sink<'a> {
     /// each committed batch. A batch the server cannot finish in time is never retried
     /// whole for ever.
     batch_cap: usize,
+    /// Seeks back that failed: retried every [`RESEEK_EVERY`] while their partition stays
+    /// assigned, since a quiet partition has no next message to trigger one (its dropped
+    /// messages would wait for the next one produced).
+    reseek: HashMap<i32, i64>,
+    last_reseek: Instant,
 }
+
+/// How often failed seeks back are tried again.
+const RESEEK_EVERY: Duration = Duration::from_secs(1);
 
 /// Consumes until `shutdown` is cancelled: then finishes the batch in hand (within the
 /// drain timeout), commits and returns.
@@ -367,6 +375,8 @@ pub async fn run(
         missing_topic_logged: false,
         unreadable: Unreadable::new(UNREADABLE_LIMIT),
         batch_cap: config.batch_size.max(1),
+        reseek: HashMap::new(),
+        last_reseek: Instant::now(),
     };
     let result = sink.consume().await;
     if let Some(line) = sink.progress.take(Instant::now()) {
@@ -382,6 +392,7 @@ impl Sink<'_> {
     async fn consume(&mut self) -> Result<(), ConsumeError> {
         let mut pending: Vec<Message> = Vec::with_capacity(self.config.batch_size);
         loop {
+            self.retry_seeks();
             if self.shutdown.is_cancelled() {
                 // What was read ahead is not written, and its offsets are not advanced:
                 // a restart reads it again.
@@ -399,6 +410,7 @@ impl Sink<'_> {
                     biased;
                     _ = self.shutdown.cancelled() => return Ok(()),
                     m = recv(self.consumer) => m,
+                    _ = tokio::time::sleep(RESEEK_EVERY), if !self.reseek.is_empty() => continue,
                     _ = tokio::time::sleep_until(due.unwrap_or_else(Instant::now)), if due.is_some() => {
                         if let Some(line) = self.progress.take(Instant::now()) {
                             line.log();
@@ -618,6 +630,7 @@ impl Sink<'_> {
         for p in assigned {
             if let Some(&next) = stored.get(&p) {
                 if seek(self.consumer, &self.config.topic, p, next) {
+                    self.reseek.remove(&p);
                     self.positions.insert(
                         p,
                         Position {
@@ -626,8 +639,9 @@ impl Sink<'_> {
                         },
                     );
                 } else {
-                    // reloaded (and sought again) with the partition's next message
+                    // reloaded with the partition's next message, or sought again shortly
                     self.positions.remove(&p);
+                    self.reseek.insert(p, next);
                 }
             }
         }
@@ -672,25 +686,58 @@ impl Sink<'_> {
     /// Plans the batch against the stored positions (see [`plan`]), checks stored offsets
     /// the consumer is behind against the log end, and makes the seeks. A seek back that
     /// fails forgets the partition's position, so its next message reloads it and seeks
-    /// again: a later message is never accepted past the gap.
+    /// again (a later message is never accepted past the gap), and is tried again every
+    /// second meanwhile (a quiet partition has no next message).
     fn plan(&mut self, batch: Vec<Message>) -> Result<Plan, ConsumeError> {
         let plan = plan(&mut self.positions, batch);
         self.report.skipped += plan.skipped;
         for &(partition, stored) in &plan.behind {
-            self.check_log_end(partition, stored)?;
+            if !self.check_log_end(partition, stored)? {
+                // unknown: forget the position, so the partition's next message loads it
+                // and checks again (its messages below the stored offset stay filtered)
+                self.positions.remove(&partition);
+            }
         }
         for s in &plan.seeks {
-            if !seek(self.consumer, &self.config.topic, s.partition, s.offset) && !s.ahead {
+            if seek(self.consumer, &self.config.topic, s.partition, s.offset) {
+                self.reseek.remove(&s.partition);
+            } else if !s.ahead {
                 self.positions.remove(&s.partition);
+                self.reseek.insert(s.partition, s.offset);
             }
         }
         Ok(plan)
     }
 
+    /// Tries the failed seeks back again (at most every [`RESEEK_EVERY`]); those of
+    /// partitions no longer assigned are dropped (the next owner loads its own position).
+    fn retry_seeks(&mut self) {
+        if self.reseek.is_empty() || self.last_reseek.elapsed() < RESEEK_EVERY {
+            return;
+        }
+        self.last_reseek = Instant::now();
+        let assigned: Vec<i32> = self
+            .consumer
+            .assignment()
+            .map(|tpl| {
+                tpl.elements()
+                    .iter()
+                    .filter(|e| e.topic() == self.config.topic)
+                    .map(|e| e.partition())
+                    .collect()
+            })
+            .unwrap_or_default();
+        let topic = &self.config.topic;
+        let consumer = self.consumer;
+        self.reseek.retain(|&partition, &mut offset| {
+            assigned.contains(&partition) && !seek(consumer, topic, partition, offset)
+        });
+    }
+
     /// Stops with [`ConsumeError::BeyondLogEnd`] when `stored` is past the partition's
     /// log end: the topic was recreated (or truncated), and every message of it would be
-    /// skipped as "already stored".
-    fn check_log_end(&self, partition: i32, stored: i64) -> Result<(), ConsumeError> {
+    /// skipped as "already stored". Returns whether the log end could be read.
+    fn check_log_end(&self, partition: i32, stored: i64) -> Result<bool, ConsumeError> {
         let topic = &self.config.topic;
         // one round trip to the partition's leader, once per loaded position (as the seek)
         let high = self
@@ -714,12 +761,10 @@ impl Sink<'_> {
                     log_end,
                 })
             }
-            Ok(_) => Ok(()),
+            Ok(_) => Ok(true),
             Err(e) => {
-                // unknown: the offsets are filtered anyway, and the check runs again on
-                // the next load of this partition's position
-                warn!(topic, partition, error = %e, "cannot read the partition's log end");
-                Ok(())
+                warn!(topic, partition, error = %e, "cannot read the partition's log end: checking again with its next message");
+                Ok(false)
             }
         }
     }
