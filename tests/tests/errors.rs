@@ -179,6 +179,22 @@ async fn a_table_without_the_unique_keys_the_writes_rely_on_is_refused_at_start(
     ))
     .await
     .unwrap();
+    // a deferrable one beside it breaks ON CONFLICT (it refuses it as an arbiter)
+    db.batch_execute(&format!(
+        "ALTER TABLE {table} ADD CONSTRAINT {table}_deferred UNIQUE (tx_id) DEFERRABLE"
+    ))
+    .await
+    .unwrap();
+    assert!(
+        sink_error(config.clone())
+            .await
+            .contains("no unique key on (tx_id)")
+    );
+    db.batch_execute(&format!(
+        "ALTER TABLE {table} DROP CONSTRAINT {table}_deferred"
+    ))
+    .await
+    .unwrap();
     // the dead letters' place, in another order, is accepted; dropped, it is named
     db.batch_execute(&format!(
         "DO $$ DECLARE c text; BEGIN \

@@ -474,10 +474,71 @@ async fn a_dead_letter_postgres_rejects_is_stored_as_a_minimal_unstorable_one() 
     assert_eq!(report.dead_letters, 2);
     // a replay skips the minimal one (it has nothing to decode) and keeps it as it is
     let r = sink::replay_dead_letters(&sink_config(&stack, &topic, &table), &[], None).await?;
-    assert_eq!((r.replayed, r.still_failing), (0, 1), "{r:?}");
+    assert_eq!(
+        (r.replayed, r.still_failing, r.without_payload),
+        (0, 1, 1),
+        "{r:?}"
+    );
     let after = dead_letters(&db, &table).await?;
     assert_eq!(after[&1].get::<_, String>(1), "unstorable");
     assert_eq!(after[&1].get::<_, String>(3), reason);
+    drop_tables(&db, &table).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_parked_again_keeps_its_stored_bytes_even_as_a_minimal_dead_letter()
+-> anyhow::Result<()> {
+    let stack = stack();
+    let topic = unique("hard_parked_again");
+    let table = unique("sink_parked_again");
+    create_topic(&stack, &topic, 1).await?;
+    let db = pg(&stack).await?;
+    let mut g = generator(9);
+    let good = g.next_now();
+    produce_raw(&stack, &topic, 0, &[b"{bad".to_vec(), good.to_json()]).await?;
+    let config = sink_config(&stack, &topic, &table);
+    let sink = start_sink(config.clone());
+    wait_for_table(&db, &table).await?;
+    wait_accounted(&db, &table, 2, &sink).await?;
+    sink.stop().await?;
+    // a rule added later refuses its dead letter; the message is read again (a reset)
+    db.batch_execute(&format!(
+        "ALTER TABLE {table}_dead_letters ADD CONSTRAINT no_json_errors CHECK (error_class <> 'invalid_json') NOT VALID"
+    ))
+    .await?;
+    assert_eq!(sink::reset_offsets(&config, &[0], 0).await?, 1);
+    let sink = start_sink(config);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let row = loop {
+        let row = db
+            .query_one(
+                &format!("SELECT error_class, attempts, payload FROM {table}_dead_letters"),
+                &[],
+            )
+            .await?;
+        if row.get::<_, i32>(1) == 2 {
+            break row;
+        }
+        anyhow::ensure!(!sink.handle.is_finished(), "the sink stopped");
+        anyhow::ensure!(
+            tokio::time::Instant::now() < deadline,
+            "not parked again in 60 s"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let report = sink.stop().await?;
+    // the minimal form counts the attempt and keeps the bytes it could not write again
+    assert_eq!(row.get::<_, String>(0), "unstorable");
+    assert_eq!(
+        row.get::<_, Option<Vec<u8>>>(2).as_deref(),
+        Some(&b"{bad"[..])
+    );
+    assert_eq!(
+        (report.duplicates, report.dead_letters),
+        (1, 1),
+        "{report:?}"
+    );
+    assert_eq!(count_rows(&db, &table).await?, 1);
     drop_tables(&db, &table).await
 }
 
@@ -811,6 +872,17 @@ async fn every_compression_codec_of_the_java_client_and_ours_lands() -> anyhow::
     drop_tables(&db, &table).await
 }
 
+/// The payload and attempts of the dead letter at offset 0.
+async fn letter_at_0(db: &tokio_postgres::Client, table: &str) -> anyhow::Result<(Vec<u8>, i32)> {
+    let r = db
+        .query_one(
+            &format!("SELECT payload, attempts FROM {table}_dead_letters WHERE kafka_offset = 0"),
+            &[],
+        )
+        .await?;
+    Ok((r.get(0), r.get(1)))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_recreated_topic_stops_the_sink_with_the_reset_and_nothing_is_skipped()
 -> anyhow::Result<()> {
@@ -865,29 +937,60 @@ async fn a_recreated_topic_stops_the_sink_with_the_reset_and_nothing_is_skipped(
         "nothing written, nothing skipped"
     );
 
-    // a reset that matches nothing (a partition the topic lacks) says so and fails
-    let err = sink::reset_offsets(&config, &[7], 0)
+    // a reset naming a partition with no stored position (7) fails, and resets nothing
+    let err = sink::reset_offsets(&config, &[0, 7], 0)
         .await
-        .expect_err("a reset of nothing must fail")
+        .expect_err("a reset of an unknown partition must fail")
         .to_string();
-    assert!(err.contains("nothing reset"), "{err}");
-    // the documented reset, then the new topic lands from its start
+    assert!(
+        err.contains("partition [7]") && err.contains("nothing reset"),
+        "{err}"
+    );
+    let stored: i64 = db
+        .query_one(&format!("SELECT next_offset FROM {table}_offsets"), &[])
+        .await?
+        .get(0);
+    assert_eq!(stored, 51, "partition 0 must not be reset either");
+    // the documented reset
     assert_eq!(sink::reset_offsets(&config, &[], 0).await?, 1);
     expected.extend(decoded(read_topic(&stack, &topic).await?));
+    // the new topic's bad message at offset 0 would overwrite the old one's dead letter,
+    // never replayed, the only copy of a message whose topic is gone: the sink stops
+    let err = tokio::time::timeout(
+        Duration::from_secs(60),
+        sink::run(config.clone(), tokio_util::sync::CancellationToken::new()),
+    )
+    .await
+    .map_err(|_| anyhow::anyhow!("the sink neither wrote nor stopped within 60 s"))?
+    .expect_err("overwriting an unreplayed dead letter must stop the sink")
+    .to_string();
+    assert!(
+        err.contains(&format!("topic {topic} partition 0 offset 0"))
+            && err.contains("holds a different message that was never replayed")
+            && !err.contains('\n'),
+        "{err}"
+    );
+    let (payload, _) = letter_at_0(&db, &table).await?;
+    assert_eq!(payload, b"{first", "the old dead letter is intact");
+    assert_eq!(
+        count_rows(&db, &table).await?,
+        50,
+        "the batch was rolled back"
+    );
+    // once the operator has dealt with it (here: marked it replayed), the new topic lands
+    db.batch_execute(&format!(
+        "UPDATE {table}_dead_letters SET replayed_at = now() WHERE kafka_offset = 0"
+    ))
+    .await?;
     let sink = start_sink(config);
     wait_for_rows(&db, &table, 60, Duration::from_secs(60)).await?;
     let report = sink.stop().await?;
     assert_eq!(report.inserted, 10, "{report:?}");
     assert_same(&expected, &table_rows(&db, &table).await?);
-    // the new bad message at offset 0 replaced the old one's dead letter whole
-    let letter = db
-        .query_one(
-            &format!("SELECT payload, attempts FROM {table}_dead_letters WHERE kafka_offset = 0"),
-            &[],
-        )
-        .await?;
-    assert_eq!(letter.get::<_, Vec<u8>>(0), b"{second");
-    assert_eq!(letter.get::<_, i32>(1), 1);
+    // and the new bad message at offset 0 replaced the replayed dead letter whole
+    let (payload, attempts) = letter_at_0(&db, &table).await?;
+    assert_eq!(payload, b"{second");
+    assert_eq!(attempts, 1);
     drop_tables(&db, &table).await
 }
 

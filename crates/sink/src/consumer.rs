@@ -147,6 +147,11 @@ pub struct SinkContext {
     /// assigned meanwhile is paused by the loop as its first message arrives, and resumed
     /// with the rest.
     paused: AtomicBool,
+    /// Partitions assigned since the loop last looked: it positions them at their stored
+    /// offsets (Kafka's committed offset is advisory and may be ahead: a reset, a restored
+    /// database), and `assigned_wake` wakes it for that even when no message comes.
+    assigned: Mutex<Vec<i32>>,
+    assigned_wake: tokio::sync::Notify,
 }
 
 impl ClientContext for SinkContext {
@@ -176,6 +181,8 @@ impl ConsumerContext for SinkContext {
         match rebalance {
             Rebalance::Assign(tpl) => {
                 info!(partitions = %partitions(tpl), "partitions assigned");
+                lock(&self.assigned).extend(tpl.elements().iter().map(|e| e.partition()));
+                self.assigned_wake.notify_one();
                 // A partition paused, revoked and assigned again may keep its pause
                 // (librdkafka keeps it with the partition's state): unless the sink is
                 // paused as a whole, what is assigned consumes.
@@ -204,6 +211,10 @@ impl ConsumerContext for SinkContext {
 impl SinkContext {
     fn take_revoked(&self) -> Vec<i32> {
         std::mem::take(&mut *lock(&self.revoked))
+    }
+
+    fn take_assigned(&self) -> Vec<i32> {
+        std::mem::take(&mut *lock(&self.assigned))
     }
 
     /// Marks the messages of `parts` received until now as stale.
@@ -393,6 +404,9 @@ impl Sink<'_> {
         let mut pending: Vec<Message> = Vec::with_capacity(self.config.batch_size);
         loop {
             self.retry_seeks();
+            if let Err(e) = self.position_assigned().await {
+                self.on_store_error(e, pending.len(), &mut pending).await?;
+            }
             if self.shutdown.is_cancelled() {
                 // What was read ahead is not written, and its offsets are not advanced:
                 // a restart reads it again.
@@ -410,6 +424,7 @@ impl Sink<'_> {
                     biased;
                     _ = self.shutdown.cancelled() => return Ok(()),
                     m = recv(self.consumer) => m,
+                    _ = self.consumer.context().assigned_wake.notified() => continue,
                     _ = tokio::time::sleep(RESEEK_EVERY), if !self.reseek.is_empty() => continue,
                     _ = tokio::time::sleep_until(due.unwrap_or_else(Instant::now)), if due.is_some() => {
                         if let Some(line) = self.progress.take(Instant::now()) {
@@ -609,6 +624,65 @@ impl Sink<'_> {
         }
     }
 
+    /// Positions the partitions assigned since the last look at their stored offsets, so
+    /// the consumer reads from where the database stands even when Kafka's committed
+    /// offset is ahead of it (after `sink reset-offsets`, or a database restored from a
+    /// backup) and no new message would come to trigger the seek back. The position is
+    /// kept unchecked against the log end (`sought` empty), so a stored offset past it
+    /// still stops the sink (S2a).
+    async fn position_assigned(&mut self) -> Result<(), StoreError> {
+        let fresh = self.consumer.context().take_assigned();
+        if fresh.is_empty() {
+            return Ok(());
+        }
+        // revocations that came before these assignments first (a position set below
+        // must not be forgotten for an older revocation)
+        for p in self.consumer.context().take_revoked() {
+            self.positions.remove(&p);
+        }
+        let assigned: Vec<i32> = self
+            .consumer
+            .assignment()
+            .map(|tpl| {
+                tpl.elements()
+                    .iter()
+                    .filter(|e| e.topic() == self.config.topic && fresh.contains(&e.partition()))
+                    .map(|e| e.partition())
+                    .collect()
+            })
+            .unwrap_or_default();
+        if assigned.is_empty() {
+            return Ok(());
+        }
+        let stored = match self.stored_offsets(&assigned).await {
+            Ok(stored) => stored,
+            Err(e) => {
+                // looked at again after the outage
+                lock(&self.consumer.context().assigned).extend(&assigned);
+                return Err(e);
+            }
+        };
+        for p in assigned {
+            let Some(&next) = stored.get(&p) else {
+                continue;
+            };
+            if seek(self.consumer, &self.config.topic, p, next) {
+                self.reseek.remove(&p);
+                self.positions.insert(
+                    p,
+                    Position {
+                        next: Some(next),
+                        sought: None,
+                    },
+                );
+            } else {
+                self.positions.remove(&p);
+                self.reseek.insert(p, next);
+            }
+        }
+        Ok(())
+    }
+
     /// Seeks those of `parts` that are still assigned to this sink to their stored offsets
     /// (after another sink advanced them). Messages read ahead for them become stale.
     async fn reposition(&mut self, parts: &[i32]) -> Result<(), StoreError> {
@@ -715,7 +789,7 @@ impl Sink<'_> {
         if self.reseek.is_empty() || self.last_reseek.elapsed() < RESEEK_EVERY {
             return;
         }
-        self.last_reseek = Instant::now();
+        let started = Instant::now();
         let assigned: Vec<i32> = self
             .consumer
             .assignment()
@@ -727,11 +801,20 @@ impl Sink<'_> {
                     .collect()
             })
             .unwrap_or_default();
-        let topic = &self.config.topic;
-        let consumer = self.consumer;
-        self.reseek.retain(|&partition, &mut offset| {
-            assigned.contains(&partition) && !seek(consumer, topic, partition, offset)
-        });
+        self.reseek.retain(|p, _| assigned.contains(p));
+        // a seek may block up to its timeout: a round stops after a second (the rest wait
+        // for the next), and the next round starts a second after this one ends, so the
+        // loop polls in between
+        let due: Vec<(i32, i64)> = self.reseek.iter().map(|(p, o)| (*p, *o)).collect();
+        for (partition, offset) in due {
+            if started.elapsed() >= RESEEK_EVERY {
+                break;
+            }
+            if seek(self.consumer, &self.config.topic, partition, offset) {
+                self.reseek.remove(&partition);
+            }
+        }
+        self.last_reseek = Instant::now();
     }
 
     /// Stops with [`ConsumeError::BeyondLogEnd`] when `stored` is past the partition's

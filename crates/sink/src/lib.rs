@@ -70,22 +70,28 @@ pub async fn run(config: SinkConfig, shutdown: CancellationToken) -> Result<Sink
 /// partitions, or every one stored) to `to_offset`; returns how many were reset.
 ///
 /// # Errors
-/// [`Error::Store`] when PostgreSQL cannot be used, or when no stored position matches (a
-/// mistyped group, topic or partition would otherwise reset nothing and look done).
+/// [`Error::Store`] when PostgreSQL cannot be used, or when no stored position matches or
+/// a partition asked for has none (then nothing is reset: a mistyped group, topic or
+/// partition would otherwise look done).
 pub async fn reset_offsets(
     config: &SinkConfig,
     partitions: &[i32],
     to_offset: i64,
 ) -> Result<u64, Error> {
     let store = store::Store::connect(&config.postgres, &config.table).await?;
-    let n = store
+    let reset = store
         .reset_offsets(&config.group_id, &config.topic, partitions, to_offset)
         .await?;
-    if n == 0 {
-        let which = if partitions.is_empty() {
+    let missing: Vec<i32> = partitions
+        .iter()
+        .filter(|p| !reset.contains(p))
+        .copied()
+        .collect();
+    if reset.is_empty() || !missing.is_empty() {
+        let which = if missing.is_empty() {
             String::new()
         } else {
-            format!(" partition {partitions:?}")
+            format!(" partition {missing:?}")
         };
         return Err(StoreError::Startup(format!(
             "no stored position of group {} in topic {}{which} (table {}_offsets): nothing reset; check --group-id, --topic and --partition against that table",
@@ -93,7 +99,7 @@ pub async fn reset_offsets(
         ))
         .into());
     }
-    Ok(n)
+    Ok(reset.len() as u64)
 }
 
 /// Replays dead letters (see [`store::Store::replay_dead_letters`]).

@@ -202,9 +202,20 @@ async fn check_keys(
     let (names, keys): (Vec<&str>, Vec<&str>) = required_keys(table, offsets, dead_letters)
         .into_iter()
         .unzip();
+    // the unique indexes on exactly the key's columns: ON CONFLICT needs one that is valid
+    // and immediate, and refuses to run if any of them is deferrable
     let rows = client
         .query(
-            "SELECT t.name, t.cols FROM unnest($1::text[], $2::text[]) AS t(name, cols)              WHERE NOT EXISTS (SELECT 1 FROM pg_index i                WHERE i.indrelid = to_regclass(t.name) AND i.indisunique AND i.indpred IS NULL                AND i.indnkeyatts = cardinality(string_to_array(t.cols, ','))                AND (SELECT array_agg(a.attname::text ORDER BY a.attname) FROM pg_attribute a                     WHERE a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey[0:i.indnkeyatts - 1]))                  = (SELECT array_agg(c ORDER BY c) FROM unnest(string_to_array(t.cols, ',')) c))",
+            "SELECT t.name, t.cols FROM unnest($1::text[], $2::text[]) AS t(name, cols) \
+             CROSS JOIN LATERAL (SELECT coalesce(bool_or(i.indisvalid AND i.indisready AND i.indimmediate), false) AS usable, \
+                                        coalesce(bool_or(NOT i.indimmediate), false) AS deferrable \
+               FROM pg_index i \
+               WHERE i.indrelid = to_regclass(t.name) AND i.indisunique AND i.indpred IS NULL \
+               AND i.indnkeyatts = cardinality(string_to_array(t.cols, ',')) \
+               AND (SELECT array_agg(a.attname::text ORDER BY a.attname) FROM pg_attribute a \
+                    WHERE a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey[0:i.indnkeyatts - 1])) \
+                 = (SELECT array_agg(c ORDER BY c) FROM unnest(string_to_array(t.cols, ',')) c)) k \
+             WHERE NOT k.usable OR k.deferrable",
             &[&names, &keys],
         )
         .await?;
@@ -214,7 +225,7 @@ async fn check_keys(
             let (name, cols): (String, String) = (r.get(0), r.get(1));
             let cols = cols.replace(',', ", ");
             Err(StoreError::Startup(format!(
-                "table {name} has no unique key on ({cols}), which the sink's writes rely on (without it a redelivered message lands twice): add it as the table's owner, e.g. ALTER TABLE {name} ADD UNIQUE ({cols}) (sql/*.sql has the keys)"
+                "table {name} has no unique key on ({cols}) that the sink's writes can use (none, or only deferrable or invalid ones; without it a redelivered message lands twice): add a plain one as the table's owner, e.g. ALTER TABLE {name} ADD UNIQUE ({cols}) (sql/*.sql has the keys)"
             )))
         }
     }

@@ -193,18 +193,44 @@ const PARK_CHUNK_ROWS: usize = 1000;
 /// still goes alone).
 const PARK_CHUNK_BYTES: usize = 8 << 20;
 
-/// The conflict clause of a dead-letter insert: a message parked again at the same place
-/// takes one more attempt; a different message there (the topic was recreated, or offsets
-/// were reset) replaces the old dead letter whole, its attempts counted afresh.
+/// The conflict clause of a dead-letter insert. The same message parked again at its
+/// place (same Kafka timestamp and key, or same bytes when it has no timestamp) takes one
+/// more attempt and its new reason, and keeps the stored payload (an operator may have
+/// corrected it for a replay). A different message there (the topic was recreated, or its
+/// offsets reset) replaces the old dead letter only if that one was replayed; an
+/// unreplayed one is its message's only copy, so it is left alone, the row is not
+/// returned, and [`Store::park`] stops the sink naming it.
 const PARK_AGAIN: &str = "ON CONFLICT (topic, partition, kafka_offset) DO UPDATE SET \
-    attempts = CASE WHEN (d.kafka_timestamp, d.message_key, d.payload) IS NOT DISTINCT FROM \
-    (EXCLUDED.kafka_timestamp, EXCLUDED.message_key, EXCLUDED.payload) THEN d.attempts + 1 ELSE 1 END, \
-    first_failed_at = CASE WHEN (d.kafka_timestamp, d.message_key, d.payload) IS NOT DISTINCT FROM \
-    (EXCLUDED.kafka_timestamp, EXCLUDED.message_key, EXCLUDED.payload) THEN d.first_failed_at ELSE now() END, \
+    attempts = CASE WHEN (SAME) THEN d.attempts + 1 ELSE 1 END, \
+    first_failed_at = CASE WHEN (SAME) THEN d.first_failed_at ELSE now() END, \
+    payload = CASE WHEN (SAME) THEN d.payload ELSE EXCLUDED.payload END, \
+    message_key = CASE WHEN (SAME) THEN d.message_key ELSE EXCLUDED.message_key END, \
     group_id = EXCLUDED.group_id, kafka_timestamp = EXCLUDED.kafka_timestamp, \
-    message_key = EXCLUDED.message_key, payload = EXCLUDED.payload, last_failed_at = now(), \
-    error_class = EXCLUDED.error_class, field = EXCLUDED.field, reason = EXCLUDED.reason, \
-    replayed_at = NULL";
+    last_failed_at = now(), error_class = EXCLUDED.error_class, field = EXCLUDED.field, \
+    reason = EXCLUDED.reason, replayed_at = NULL \
+    WHERE (SAME) OR d.replayed_at IS NOT NULL \
+    RETURNING partition, kafka_offset";
+
+/// "The same message", for a full dead letter.
+const SAME_FULL: &str = "(d.kafka_timestamp, d.message_key) IS NOT DISTINCT FROM \
+    (EXCLUDED.kafka_timestamp, EXCLUDED.message_key) \
+    AND (d.kafka_timestamp IS NOT NULL OR d.payload IS NOT DISTINCT FROM EXCLUDED.payload)";
+
+/// "The same message", for a minimal one (no key or payload to compare).
+const SAME_MINIMAL: &str = "d.kafka_timestamp IS NOT DISTINCT FROM EXCLUDED.kafka_timestamp \
+    AND d.kafka_timestamp IS NOT NULL";
+
+/// [`PARK_AGAIN`] with its notion of sameness.
+fn park_again(same: &str) -> String {
+    PARK_AGAIN.replace("SAME", same)
+}
+
+/// The error of a dead letter that would overwrite a different, unreplayed one.
+fn occupied(dl: &str, topic: &str, partition: i32, offset: i64) -> StoreError {
+    StoreError::Startup(format!(
+        "the dead letter at topic {topic} partition {partition} offset {offset} in {dl} holds a different message that was never replayed (the topic was recreated, or its offsets reset, since it was parked); it is that message's only copy, so the sink stops rather than overwrite it: export it, then delete it or set its replayed_at, and restart the sink"
+    ))
+}
 
 /// `s` as printable ASCII on one line, at most 500 characters (others become `?`).
 fn ascii_line(s: &str) -> String {
@@ -377,16 +403,26 @@ impl Store {
         topic: &str,
         partitions: &[i32],
         to: i64,
-    ) -> Result<u64, StoreError> {
+    ) -> Result<Vec<i32>, StoreError> {
         let sql = format!(
             "UPDATE {} SET next_offset = $4, updated_at = now() \
-             WHERE group_id = $1 AND topic = $2 AND (cardinality($3::int4[]) = 0 OR partition = ANY($3))",
+             WHERE group_id = $1 AND topic = $2 AND (cardinality($3::int4[]) = 0 OR partition = ANY($3)) \
+             RETURNING partition",
             self.names.offsets
         );
         self.bounded(async |client| {
-            Ok(client
-                .execute(&sql, &[&group, &topic, &partitions, &to])
-                .await?)
+            let tx = client.transaction().await?;
+            let reset: Vec<i32> = tx
+                .query(&sql, &[&group, &topic, &partitions, &to])
+                .await?
+                .iter()
+                .map(|r| r.get(0))
+                .collect();
+            // all or nothing: a partition asked for and not stored undoes the rest
+            if partitions.iter().all(|p| reset.contains(p)) {
+                tx.commit().await?;
+            }
+            Ok(reset)
         })
         .await
     }
@@ -442,7 +478,7 @@ impl Store {
                     tx.execute(
                         &format!(
                             "INSERT INTO {} (group_id, topic, partition, next_offset) VALUES ($1, $2, $3, $4) \
-                             ON CONFLICT DO NOTHING",
+                             ON CONFLICT (group_id, topic, partition) DO NOTHING",
                             self.names.offsets
                         ),
                         &[&group, &topic, &a.partition, &a.next],
@@ -793,15 +829,25 @@ impl Store {
                 ));
                 let ts = dead_letter::kafka_timestamp(m.timestamp_ms);
                 let minimal = async {
-                    tx.execute(
-                        &format!(
-                            "INSERT INTO {dl} AS d (group_id, topic, partition, kafka_offset, kafka_timestamp, error_class, reason) \
-                             VALUES ($1, $2, $3, $4, $5, $6, $7) {PARK_AGAIN}",
-                            dl = self.names.dead_letters
-                        ),
-                        &[&group, &topic, &m.partition, &m.offset, &ts, &dead_letter::UNSTORABLE, &reason],
-                    )
-                    .await?;
+                    let written = tx
+                        .query(
+                            &format!(
+                                "INSERT INTO {dl} AS d (group_id, topic, partition, kafka_offset, kafka_timestamp, error_class, reason) \
+                                 VALUES ($1, $2, $3, $4, $5, $6, $7) {again}",
+                                dl = self.names.dead_letters,
+                                again = park_again(SAME_MINIMAL)
+                            ),
+                            &[&group, &topic, &m.partition, &m.offset, &ts, &dead_letter::UNSTORABLE, &reason],
+                        )
+                        .await?;
+                    if written.is_empty() {
+                        return Err(occupied(
+                            &self.names.dead_letters,
+                            topic,
+                            m.partition,
+                            m.offset,
+                        ));
+                    }
                     Ok::<(), StoreError>(())
                 };
                 if let Err(e) = self.in_savepoint(tx, minimal).await {
@@ -872,18 +918,31 @@ impl Store {
             field.push(p.field.as_deref());
             reason.push(p.reason.as_str());
         }
-        tx.execute(
-            &format!(
-                "INSERT INTO {dl} AS d (group_id, topic, partition, kafka_offset, kafka_timestamp, message_key, payload, \
-                 error_class, field, reason) \
-                 SELECT $1, $2, * FROM UNNEST($3::int4[], $4::int8[], $5::timestamptz[], $6::bytea[], $7::bytea[], \
-                 $8::varchar[], $9::varchar[], $10::text[]) \
-                 {PARK_AGAIN}",
-                dl = self.names.dead_letters
-            ),
-            &[&group, &topic, &partition, &offset, &ts, &key, &payload, &class, &field, &reason],
-        )
-        .await?;
+        let written = tx
+            .query(
+                &format!(
+                    "INSERT INTO {dl} AS d (group_id, topic, partition, kafka_offset, kafka_timestamp, message_key, payload, \
+                     error_class, field, reason) \
+                     SELECT $1, $2, * FROM UNNEST($3::int4[], $4::int8[], $5::timestamptz[], $6::bytea[], $7::bytea[], \
+                     $8::varchar[], $9::varchar[], $10::text[]) \
+                     {again}",
+                    dl = self.names.dead_letters,
+                    again = park_again(SAME_FULL)
+                ),
+                &[&group, &topic, &partition, &offset, &ts, &key, &payload, &class, &field, &reason],
+            )
+            .await?;
+        if written.len() < n {
+            let written: std::collections::HashSet<(i32, i64)> =
+                written.iter().map(|r| (r.get(0), r.get(1))).collect();
+            if let Some((p, o)) = partition
+                .iter()
+                .zip(&offset)
+                .find(|(p, o)| !written.contains(&(**p, **o)))
+            {
+                return Err(occupied(&self.names.dead_letters, topic, *p, *o));
+            }
+        }
         Ok(())
     }
 
@@ -909,9 +968,28 @@ impl Store {
         );
         let rows_sql = format!(
             "SELECT id, partition, kafka_offset, message_key, payload FROM {dl} \
-             WHERE id = ANY($1) AND replayed_at IS NULL ORDER BY id FOR UPDATE"
+             WHERE id = ANY($1) AND replayed_at IS NULL AND payload IS NOT NULL ORDER BY id FOR UPDATE"
         );
-        let mut report = Replayed::default();
+        // dead letters without a payload (class unstorable) have nothing to replay: counted
+        let without_payload = self
+            .bounded(async |client| {
+                let n: i64 = client
+                    .query_one(
+                        &format!(
+                            "SELECT count(*) FROM {dl} WHERE replayed_at IS NULL AND payload IS NULL \
+                             AND (cardinality($1::int8[]) = 0 OR id = ANY($1)) AND ($2::text IS NULL OR error_class = $2)"
+                        ),
+                        &[&ids, &class],
+                    )
+                    .await?
+                    .get(0);
+                Ok(n as u64)
+            })
+            .await?;
+        let mut report = Replayed {
+            without_payload,
+            ..Replayed::default()
+        };
         let mut after = i64::MIN;
         loop {
             let page: Vec<i64> = self
@@ -1020,6 +1098,9 @@ pub struct Replayed {
     pub inserted: u64,
     /// Dead letters that still fail: kept, with one more attempt.
     pub still_failing: u64,
+    /// Selected dead letters without a payload (class `unstorable`): skipped, since they
+    /// hold nothing to decode (their messages are in Kafka at their offsets).
+    pub without_payload: u64,
 }
 
 /// A stored row, for comparison with a message of the same `tx_id`.
