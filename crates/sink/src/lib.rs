@@ -3,7 +3,10 @@
 //! Layout:
 //! - [`config`]: the effective configuration ([`SinkConfig`]);
 //! - [`cli`]: command-line flags with their environment twins, turned into a config;
-//! - [`consumer`]: the consume loop, batching and offsets (the only module touching offsets);
+//! - [`consumer`]: the consume loop, batching and offsets (the only module touching offsets):
+//!   its `plan` (which messages to write, how far offsets advance, where to seek: pure, unit
+//!   tested), `read` (polling, read-ahead, decoding) and `context` (rebalance callbacks,
+//!   stale-message cut-offs, pause and seek);
 //! - [`store`]: the pool, the schema and the batch insert (the only module touching SQL);
 //! - [`schema`]: the tables as the catalog has them; DDL only for what is missing;
 //! - [`dead_letter`]: what a dead letter holds, made storable whatever the message was;

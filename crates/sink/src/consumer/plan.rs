@@ -1,0 +1,272 @@
+//! The planner: which messages of a batch to write, how far each partition's stored offset
+//! advances, and where to seek. Pure (no Kafka, no database), so every rule has a unit test.
+
+use std::collections::{BTreeMap, HashMap};
+
+use crate::store::{Message, OffsetAdvance};
+
+/// Where a partition stands, as far as this sink knows.
+#[derive(Debug, Clone, Copy, Default)]
+pub(super) struct Position {
+    /// The stored next offset (`None`: nothing stored yet for this group).
+    pub(super) next: Option<i64>,
+    /// The offset last sought to, so that a seek is issued once.
+    pub(super) sought: Option<i64>,
+}
+
+/// The smallest gap below the stored offset the consumer is sent across (see [`plan`]).
+pub(super) const SEEK_AHEAD_MIN: i64 = 1000;
+
+/// A seek [`plan`] asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Seek {
+    pub(super) partition: i32,
+    pub(super) offset: i64,
+    /// Ahead, past messages already stored (an optimisation: they are filtered anyway);
+    /// otherwise back, to the stored offset the consumer is past (required).
+    pub(super) ahead: bool,
+}
+
+/// What to do with a batch.
+#[derive(Debug)]
+pub(super) struct Plan {
+    /// Messages to write, in order.
+    pub(super) accepted: Vec<Message>,
+    /// The offset advance of each partition in `accepted`.
+    pub(super) advances: Vec<OffsetAdvance>,
+    /// Seeks to make (at most one per partition).
+    pub(super) seeks: Vec<Seek>,
+    /// Partitions whose stored offset (the second) the consumer was found behind, once
+    /// per loaded position: to check against the log end.
+    pub(super) behind: Vec<(i32, i64)>,
+    /// Messages left out because they are already stored.
+    pub(super) skipped: u64,
+}
+
+/// Keeps the messages at or after each partition's stored position and computes the
+/// offset advances; pure, but for recording in `positions` the offsets it asks to seek.
+///
+/// - A message below the stored offset is already stored: skipped. The consumer is sent
+///   ahead to the stored offset only across a gap of [`SEEK_AHEAD_MIN`] or more and when
+///   nothing of the partition is accepted in this batch: a seek makes librdkafka fetch
+///   again from its target, so a seek to an offset this batch also accepts from would
+///   bring those messages back, skipped below the next stored offset, and so on for
+///   ever (a seek per batch: the scale-out test showed hundreds). Small gaps are filtered.
+/// - When a partition's first message lies beyond the stored offset and no seek there
+///   was made yet, the consumer is ahead of what is stored (the broker's committed offset
+///   ran ahead of the database): it is sent back, and the partition's messages of this
+///   batch are dropped (fetched again after the seek).
+/// - After a seek back, a first message beyond the stored offset is accepted: the offsets
+///   in between do not exist any more (retention, compaction, transaction markers).
+/// - Without a stored offset, every message is accepted.
+pub(super) fn plan(positions: &mut HashMap<i32, Position>, batch: Vec<Message>) -> Plan {
+    let mut cursor: HashMap<i32, Option<i64>> = HashMap::new();
+    let mut dropping: Vec<i32> = Vec::new();
+    let mut accepted = Vec::with_capacity(batch.len());
+    let mut last: BTreeMap<i32, i64> = BTreeMap::new();
+    let mut seeks = Vec::new();
+    let mut behind = Vec::new();
+    let mut skipped = 0;
+    for m in batch {
+        if dropping.contains(&m.partition) {
+            continue;
+        }
+        let pos = positions.entry(m.partition).or_default();
+        let first_of_partition = !cursor.contains_key(&m.partition);
+        let expected = *cursor.entry(m.partition).or_insert(pos.next);
+        match expected {
+            Some(n) if m.offset < n => {
+                skipped += 1;
+                if pos.sought != Some(n) {
+                    pos.sought = Some(n);
+                    behind.push((m.partition, n));
+                    if n - m.offset >= SEEK_AHEAD_MIN {
+                        seeks.push(Seek {
+                            partition: m.partition,
+                            offset: n,
+                            ahead: true,
+                        });
+                    }
+                }
+                continue;
+            }
+            Some(n) if m.offset > n && first_of_partition && pos.sought != Some(n) => {
+                pos.sought = Some(n);
+                seeks.push(Seek {
+                    partition: m.partition,
+                    offset: n,
+                    ahead: false,
+                });
+                dropping.push(m.partition);
+                continue;
+            }
+            _ => {}
+        }
+        cursor.insert(m.partition, Some(m.offset + 1));
+        last.insert(m.partition, m.offset);
+        accepted.push(m);
+    }
+    // not ahead where this batch accepts messages (see above)
+    seeks.retain(|s| !s.ahead || !last.contains_key(&s.partition));
+    // a partition sent back has nothing accepted (its messages were dropped)
+    let advances = last
+        .into_iter()
+        .map(|(partition, offset)| OffsetAdvance {
+            partition,
+            expected: positions.get(&partition).and_then(|p| p.next),
+            next: offset + 1,
+        })
+        .collect();
+    Plan {
+        accepted,
+        advances,
+        seeks,
+        behind,
+        skipped,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use txn_model::Transaction;
+
+    fn msg(partition: i32, offset: i64) -> Message {
+        Message {
+            received: 0,
+            partition,
+            offset,
+            key: None,
+            payload: Vec::new(),
+            timestamp_ms: None,
+            decoded: Transaction::from_json(b""),
+        }
+    }
+
+    fn accepted_at(plan: &Plan) -> Vec<(i32, i64)> {
+        plan.accepted
+            .iter()
+            .map(|m| (m.partition, m.offset))
+            .collect()
+    }
+
+    fn stored(next: Option<i64>) -> Position {
+        Position { next, sought: None }
+    }
+
+    #[test]
+    fn plan_without_a_stored_offset_accepts_everything() {
+        let mut positions = HashMap::from([(0, stored(None))]);
+        let plan = plan(&mut positions, vec![msg(0, 5), msg(0, 6)]);
+        assert_eq!(accepted_at(&plan), [(0, 5), (0, 6)]);
+        assert_eq!(
+            plan.advances,
+            [OffsetAdvance {
+                partition: 0,
+                expected: None,
+                next: 7
+            }]
+        );
+        assert!(plan.seeks.is_empty());
+    }
+
+    #[test]
+    fn plan_skips_what_is_stored_and_seeks_ahead_only_across_a_large_gap_once() {
+        let far = 10 + SEEK_AHEAD_MIN;
+        let mut positions = HashMap::from([(1, stored(Some(far))), (2, stored(Some(far)))]);
+        let plan1 = plan(
+            &mut positions,
+            vec![msg(1, 7), msg(1, 8), msg(2, 9), msg(2, far)],
+        );
+        assert_eq!(accepted_at(&plan1), [(2, far)]);
+        assert_eq!(plan1.skipped, 3);
+        // partition 2 accepts from `far` in this batch: a seek there would fetch it again
+        assert_eq!(
+            plan1.seeks,
+            [Seek {
+                partition: 1,
+                offset: far,
+                ahead: true
+            }]
+        );
+        assert_eq!(
+            plan1.behind,
+            [(1, far), (2, far)],
+            "both checked against the log end"
+        );
+        // a small gap is filtered, not sought across; checked once
+        let mut near = HashMap::from([(3, stored(Some(10)))]);
+        let plan_near = plan(&mut near, vec![msg(3, 7)]);
+        assert!(plan_near.seeks.is_empty());
+        assert_eq!(plan_near.behind, [(3, 10)]);
+        assert!(plan(&mut near, vec![msg(3, 8)]).behind.is_empty());
+        let far = 10;
+        positions.insert(1, stored(Some(far)));
+        positions.get_mut(&1).unwrap().sought = Some(far);
+        // the same position again: no second seek; from 10 on, accepted
+        let plan2 = plan(&mut positions, vec![msg(1, 9), msg(1, 10), msg(1, 11)]);
+        assert!(plan2.seeks.is_empty() && plan2.behind.is_empty());
+        assert_eq!(plan2.skipped, 1);
+        assert_eq!(accepted_at(&plan2), [(1, 10), (1, 11)]);
+        assert_eq!(
+            plan2.advances,
+            [OffsetAdvance {
+                partition: 1,
+                expected: Some(10),
+                next: 12
+            }]
+        );
+    }
+
+    #[test]
+    fn plan_sends_a_consumer_ahead_of_the_stored_offset_back_and_drops_its_messages() {
+        let mut positions = HashMap::from([(0, stored(Some(10))), (2, stored(Some(3)))]);
+        let plan1 = plan(&mut positions, vec![msg(0, 15), msg(2, 3), msg(0, 16)]);
+        assert_eq!(
+            accepted_at(&plan1),
+            [(2, 3)],
+            "partition 0 dropped, 2 untouched"
+        );
+        assert_eq!(
+            plan1.seeks,
+            [Seek {
+                partition: 0,
+                offset: 10,
+                ahead: false
+            }]
+        );
+        assert_eq!(plan1.advances.len(), 1);
+        // after the seek back, a first message past 10 means 10.. no longer exist
+        let plan2 = plan(&mut positions, vec![msg(0, 12)]);
+        assert_eq!(accepted_at(&plan2), [(0, 12)]);
+        assert!(plan2.seeks.is_empty());
+        assert_eq!(plan2.advances[0].expected, Some(10));
+    }
+
+    #[test]
+    fn a_position_forgotten_after_a_failed_seek_back_is_sought_again_never_skipped() {
+        let mut positions = HashMap::from([(0, stored(Some(10)))]);
+        let plan1 = plan(&mut positions, vec![msg(0, 15)]);
+        assert_eq!(plan1.seeks.len(), 1);
+        // the seek failed: Sink::plan forgets the position; it is reloaded (10, not
+        // sought) before the next batch, so a message past the gap is not accepted
+        let mut kept = positions.clone();
+        assert_eq!(
+            accepted_at(&plan(&mut kept, vec![msg(0, 16)])),
+            [(0, 16)],
+            "a position kept after a failed seek would accept 16, past the gap 10..15"
+        );
+        positions.remove(&0);
+        positions.insert(0, stored(Some(10)));
+        let plan2 = plan(&mut positions, vec![msg(0, 16)]);
+        assert!(plan2.accepted.is_empty());
+        assert_eq!(
+            plan2.seeks,
+            [Seek {
+                partition: 0,
+                offset: 10,
+                ahead: false
+            }]
+        );
+    }
+}
