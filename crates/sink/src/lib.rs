@@ -7,7 +7,8 @@
 //!   its `plan` (which messages to write, how far offsets advance, where to seek: pure, unit
 //!   tested), `read` (polling, read-ahead, decoding) and `context` (rebalance callbacks,
 //!   stale-message cut-offs, pause and seek);
-//! - [`store`]: the pool, the schema and the batch insert (the only module touching SQL);
+//! - [`store`]: the pool, the offsets and the batch insert (the only module touching SQL),
+//!   with `conflicts`, `dead_letters` (parking) and `replay`;
 //! - [`schema`]: the tables as the catalog has them; DDL only for what is missing;
 //! - [`dead_letter`]: what a dead letter holds, made storable whatever the message was;
 //! - [`retry`]: capped, jittered exponential backoff;
