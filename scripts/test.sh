@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs every test: brings the local stack up (real Kafka and PostgreSQL, see
-# scripts/stack.sh), then the unit tests and the end-to-end tests against it.
+# scripts/stack.sh), then the unit tests and the end-to-end tests against it (the
+# pipeline-tests feature e2e; a plain `cargo test` runs the unit tests only).
 # Extra arguments go to `cargo test` (e.g. `scripts/test.sh -p txn-model`).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -9,5 +10,5 @@ scripts/build-deps.sh
 scripts/stack.sh up
 # a hung test must not eat the CI budget
 rm -f target/test-figures.txt
-timeout --foreground 45m cargo test --workspace "$@"
+timeout --foreground 45m cargo test --workspace --features pipeline-tests/e2e "$@"
 if [ -s target/test-figures.txt ]; then echo "--- figures of the fault tests ---"; cat target/test-figures.txt; fi

@@ -1176,3 +1176,31 @@ async fn pipe(
         }
     }
 }
+
+#[cfg(test)]
+mod suites {
+    /// Without the `e2e` feature, cargo builds none of `tests/tests/*.rs`: this line says so
+    /// in the test report, with the command that runs them.
+    #[test]
+    #[cfg_attr(
+        not(feature = "e2e"),
+        ignore = "skipped: the end-to-end suites need Kafka and PostgreSQL; run scripts/test.sh"
+    )]
+    fn every_end_to_end_suite_is_behind_the_e2e_feature() {
+        // a suite missing from Cargo.toml would be built by a plain `cargo test` and fail
+        // there for want of a stack
+        let manifest = std::fs::read_to_string(super::root().join("tests/Cargo.toml")).unwrap();
+        let suites = std::fs::read_dir(super::root().join("tests/tests")).unwrap();
+        for entry in suites {
+            let path = entry.unwrap().path();
+            let Some(name) = path.file_stem().and_then(|n| n.to_str()) else {
+                continue;
+            };
+            let entry = format!("[[test]]\nname = \"{name}\"\nrequired-features = [\"e2e\"]");
+            assert!(
+                manifest.contains(&entry),
+                "tests/Cargo.toml lacks:\n{entry}"
+            );
+        }
+    }
+}
