@@ -2,22 +2,20 @@
 //! benchmark's baseline (a consumer written the way the seed's Python consumer works) and
 //! its latency probe.
 
-use txn_runtime::postgres::PgArgs;
+use txn_runtime::postgres::{PgArgs, PgConfig};
 
 /// Connects (in UTC, like the sink).
 ///
 /// # Errors
 /// The driver's error.
 pub async fn connect(pg: &PgArgs) -> anyhow::Result<tokio_postgres::Client> {
-    let (client, conn) = tokio_postgres::Config::new()
-        .host(&pg.postgres_host)
-        .port(pg.postgres_port)
-        .dbname(&pg.postgres_db)
-        .user(&pg.postgres_user)
-        .password(&pg.postgres_password)
-        .options("-c TimeZone=UTC")
-        .connect(tokio_postgres::NoTls)
-        .await?;
+    let config = PgConfig {
+        application_name: "txn-bench".into(),
+        // the bench's own statements are not bounded like the sink's
+        statement_timeout: std::time::Duration::from_secs(3600),
+        ..PgConfig::from(pg.clone())
+    };
+    let (client, conn) = config.tokio_config().connect(tokio_postgres::NoTls).await?;
     tokio::spawn(conn);
     Ok(client)
 }

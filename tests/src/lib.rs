@@ -380,12 +380,8 @@ pub fn start_sink(config: sink::SinkConfig) -> RunningSink {
 /// A PostgreSQL client of the stack.
 pub async fn pg(stack: &Stack) -> Result<tokio_postgres::Client> {
     let pg = &stack.pg;
-    let (client, conn) = tokio_postgres::Config::new()
-        .host(&pg.host)
-        .port(pg.port)
-        .dbname(&pg.database)
-        .user(&pg.user)
-        .password(&pg.password)
+    let (client, conn) = pg
+        .tokio_config()
         .connect(tokio_postgres::NoTls)
         .await
         .context("cannot connect to the stack's PostgreSQL: run scripts/stack.sh up")?;

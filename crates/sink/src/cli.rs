@@ -97,14 +97,9 @@ impl Args {
             buffer_bytes: (self.buffer_mb as usize) << 20,
             table: self.table,
             postgres: PgConfig {
-                host: self.postgres.postgres_host,
-                port: self.postgres.postgres_port,
-                database: self.postgres.postgres_db,
-                user: self.postgres.postgres_user,
-                password: self.postgres.postgres_password,
                 connect_timeout: Duration::from_secs(10),
                 statement_timeout: Duration::from_secs(self.statement_timeout),
-                ..PgConfig::default()
+                ..PgConfig::from(self.postgres)
             },
             retry: crate::retry::RetryPolicy {
                 retries: self.retries,

@@ -1,75 +1,10 @@
 //! The sink's effective configuration, independent of how it was given (CLI, env, tests).
 
-use std::fmt;
 use std::time::Duration;
 
 use crate::retry::RetryPolicy;
 
-/// Where PostgreSQL is and how to log in.
-#[derive(Clone)]
-pub struct PgConfig {
-    /// Host name or address (default `localhost`).
-    pub host: String,
-    /// Port (default 5432).
-    pub port: u16,
-    /// Database (default `kafka_sink`).
-    pub database: String,
-    /// User name.
-    pub user: String,
-    /// Password (never logged).
-    pub password: String,
-    /// Longest wait for a connection (also the start-up check's limit).
-    pub connect_timeout: Duration,
-    /// Connections in the pool.
-    pub pool_size: usize,
-    /// `application_name` of the sink's sessions (shows in `pg_stat_activity`).
-    pub application_name: String,
-    /// The server's `statement_timeout` for the sink's sessions (default 30 s). A whole
-    /// operation (a batch's transaction, a probe) is also bounded on the client side, by
-    /// [`PgConfig::operation_timeout`], so a silently dead network cannot hang the sink.
-    pub statement_timeout: Duration,
-}
-
-impl PgConfig {
-    /// The client-side deadline of one database operation: twice the statement timeout
-    /// (a batch is several statements), at least 1 s. Past it the connection is dropped
-    /// and the error is transient (retried, then the outage path).
-    pub fn operation_timeout(&self) -> Duration {
-        (self.statement_timeout * 2).max(Duration::from_secs(1))
-    }
-}
-
-impl Default for PgConfig {
-    fn default() -> Self {
-        PgConfig {
-            host: "localhost".into(),
-            port: 5432,
-            database: "kafka_sink".into(),
-            user: "kafka_sink".into(),
-            password: "kafka_sink".into(),
-            connect_timeout: Duration::from_secs(10),
-            pool_size: 2,
-            application_name: "txn-sink".into(),
-            statement_timeout: Duration::from_secs(30),
-        }
-    }
-}
-
-impl fmt::Debug for PgConfig {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("PgConfig")
-            .field("host", &self.host)
-            .field("port", &self.port)
-            .field("database", &self.database)
-            .field("user", &self.user)
-            .field("password", &"<redacted>")
-            .field("connect_timeout", &self.connect_timeout)
-            .field("pool_size", &self.pool_size)
-            .field("application_name", &self.application_name)
-            .field("statement_timeout", &self.statement_timeout)
-            .finish()
-    }
-}
+pub use txn_runtime::postgres::PgConfig;
 
 /// Everything `run` needs. Build it with `SinkConfig { topic, ..Default::default() }`.
 #[derive(Debug, Clone)]

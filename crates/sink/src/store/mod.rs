@@ -206,30 +206,7 @@ impl Store {
     /// rejects the credentials, lacks the database, or the tables cannot be created.
     pub async fn connect(pg: &PgConfig, table: &str) -> Result<Store, StoreError> {
         let names = names(table)?;
-        let mut cfg = tokio_postgres::Config::new();
-        cfg.host(&pg.host)
-            .port(pg.port)
-            .dbname(&pg.database)
-            .user(&pg.user)
-            .password(&pg.password)
-            .application_name(&pg.application_name)
-            // ingested_at (DEFAULT CURRENT_TIMESTAMP, a TIMESTAMP) is then in UTC like
-            // `timestamp`; a statement the server cannot finish in time is cancelled; a
-            // session whose client is gone mid-transaction (the sink gave up on it after
-            // the operation timeout) ends then too, releasing its locks on the offsets
-            .options(format!(
-                "-c TimeZone=UTC -c statement_timeout={} -c idle_in_transaction_session_timeout={}",
-                pg.statement_timeout.as_millis(),
-                pg.operation_timeout().as_millis()
-            ))
-            .connect_timeout(pg.connect_timeout)
-            // A network that drops packets silently (a NAT or firewall that forgot the
-            // connection, a pulled cable) ends the connection in about 30 s, so it takes
-            // the outage path instead of waiting on a socket for ever.
-            .keepalives_idle(Duration::from_secs(10))
-            .keepalives_interval(Duration::from_secs(5))
-            .keepalives_retries(3)
-            .tcp_user_timeout(Duration::from_secs(30));
+        let cfg = pg.tokio_config();
         let manager = Manager::from_config(
             cfg,
             NoTls,
