@@ -428,10 +428,7 @@ pub async fn wait_for_rows(
 pub async fn table_rows(client: &tokio_postgres::Client, table: &str) -> Result<Vec<Transaction>> {
     let rows = client
         .query(
-            &format!(
-                "SELECT tx_id, user_id, amount, currency, merchant, category, \"timestamp\", \
-                 source_system, transaction_type, processing_time_ms FROM {table}"
-            ),
+            &format!("SELECT {} FROM {table}", sink::store::columns::list()),
             &[],
         )
         .await?;

@@ -50,8 +50,8 @@ impl Store {
         let stored = tx
             .query(
                 &format!(
-                    "SELECT tx_id, user_id, amount, currency, merchant, category, \"timestamp\", \
-                     source_system, transaction_type, processing_time_ms FROM {} WHERE tx_id = ANY($1)",
+                    "SELECT {} FROM {} WHERE tx_id = ANY($1)",
+                    super::columns::list(),
                     self.names.table
                 ),
                 &[&ids],

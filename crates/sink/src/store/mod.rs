@@ -28,7 +28,6 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime, 
 use rust_decimal::Decimal;
 use tokio_postgres::NoTls;
 use tokio_postgres::binary_copy::BinaryCopyInWriter;
-use tokio_postgres::types::Type;
 use txn_model::{DecodeError, Transaction};
 use uuid::fmt::Hyphenated;
 
@@ -37,6 +36,7 @@ use crate::dead_letter;
 use crate::error::{ErrorClass, StoreError, io_error};
 use crate::schema;
 
+pub mod columns;
 mod conflicts;
 mod dead_letters;
 mod replay;
@@ -107,20 +107,6 @@ pub struct Written {
     /// Dead letters written (undecodable, rejected, conflicting).
     pub dead_letters: u64,
 }
-
-/// Column types of the binary COPY, in the order of `copy_sql`.
-const COPY_TYPES: [Type; 10] = [
-    Type::VARCHAR,
-    Type::VARCHAR,
-    Type::NUMERIC,
-    Type::VARCHAR,
-    Type::VARCHAR,
-    Type::VARCHAR,
-    Type::TIMESTAMP,
-    Type::VARCHAR,
-    Type::VARCHAR,
-    Type::INT4,
-];
 
 /// Table names, validated.
 #[derive(Debug, Clone)]
@@ -248,18 +234,16 @@ impl Store {
             }
         }
         let insert_sql = format!(
-            "INSERT INTO {} (tx_id, user_id, amount, currency, merchant, category, \"timestamp\", \
-             source_system, transaction_type, processing_time_ms) \
-             SELECT * FROM UNNEST($1::varchar[], $2::varchar[], $3::numeric[], $4::varchar[], $5::varchar[], \
-             $6::varchar[], $7::timestamp[], $8::varchar[], $9::varchar[], $10::int4[]) \
-             ON CONFLICT (tx_id) DO NOTHING RETURNING tx_id",
-            names.table
+            "INSERT INTO {} ({}) SELECT * FROM UNNEST({}) ON CONFLICT (tx_id) DO NOTHING RETURNING tx_id",
+            names.table,
+            columns::list(),
+            columns::unnest_args()
         );
         client.prepare_cached(&insert_sql).await?;
         let copy_sql = format!(
-            "COPY {} (tx_id, user_id, amount, currency, merchant, category, \"timestamp\", \
-             source_system, transaction_type, processing_time_ms) FROM STDIN BINARY",
-            names.table
+            "COPY {} ({}) FROM STDIN BINARY",
+            names.table,
+            columns::list()
         );
         Ok(Store {
             pool,
@@ -569,7 +553,7 @@ impl Store {
     /// Binary COPY of `rows` into the table; the number of rows copied.
     async fn copy(&self, tx: &PgTransaction<'_>, rows: &[&Transaction]) -> Result<u64, StoreError> {
         let sink = tx.copy_in(&self.copy_sql).await?;
-        let writer = BinaryCopyInWriter::new(sink, &COPY_TYPES);
+        let writer = BinaryCopyInWriter::new(sink, &columns::copy_types());
         let mut writer = std::pin::pin!(writer);
         let (mut tx_buf, mut user_buf) = ([0u8; Hyphenated::LENGTH], [0u8; Hyphenated::LENGTH]);
         for t in rows {
