@@ -26,7 +26,8 @@ pub struct Args {
     #[arg(long, env = "PRODUCER_RATE", value_parser = non_negative)]
     pub rate: Option<f64>,
 
-    /// Stop after this many messages were delivered (default: run until Ctrl-C).
+    /// Stop after sending this many messages, then wait for their delivery reports (default:
+    /// run until Ctrl-C). The final report says how many were delivered and how many failed.
     #[arg(long, env = "PRODUCER_COUNT")]
     pub count: Option<u64>,
 

@@ -62,7 +62,8 @@ pub struct ProducerConfig {
     pub users_path: PathBuf,
     /// Publishing pace (default one every 10 s).
     pub pace: Pace,
-    /// Stop after this many messages were delivered (default: run until stopped).
+    /// Stop after sending this many messages (default: run until stopped); their delivery
+    /// reports are awaited before the run ends.
     pub count: Option<u64>,
     /// Seed of the generator; `None` draws one from the OS.
     pub seed: Option<u64>,

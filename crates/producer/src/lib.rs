@@ -4,7 +4,8 @@
 //! - [`config`]: the effective configuration ([`ProducerConfig`]);
 //! - [`cli`]: command-line flags with their environment twins, turned into a config;
 //! - [`pacing`]: when each message is due;
-//! - [`publisher`]: the Kafka client, its start-up check and the delivery accounting.
+//! - [`publisher`]: the Kafka client, its start-up check and the delivery accounting;
+//! - [`stats`]: delivery counters, throughput and latency percentiles (as ProducerPerformance).
 //!
 //! Delivery rules: the client is idempotent with `acks=all`, so a retried send neither loses
 //! nor duplicates a message; records are keyed by the `user_id` as text (the hyphenated
@@ -75,7 +76,8 @@ pub enum Error {
     Generator(#[from] txn_model::generator::GeneratorError),
 }
 
-/// Runs the producer until `count` messages are delivered or `shutdown` is cancelled.
+/// Runs the producer until `count` messages are sent (then awaits their delivery reports)
+/// or `shutdown` is cancelled.
 ///
 /// # Errors
 /// [`Error`] when the users cannot be loaded or Kafka cannot be reached at start-up.
