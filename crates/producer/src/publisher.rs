@@ -112,10 +112,16 @@ fn describe_delivery_error(err: &KafkaError, topic: &str) -> String {
 
 /// A connected producer with its delivery accounting.
 pub struct Publisher {
+    /// librdkafka's producer; its context counts every delivery report.
     producer: ThreadedProducer<DeliveryContext>,
+    /// One permit per message in flight, returned by its delivery report: bounds memory,
+    /// and "all permits back" is how shutdown knows every message is accounted for.
     permits: Arc<Semaphore>,
+    /// The number of permits (`--max-in-flight`).
     max_in_flight: usize,
+    /// Delivery counters and latencies, shared with the context and the progress task.
     stats: Arc<Stats>,
+    /// The topic every record goes to.
     topic: String,
 }
 

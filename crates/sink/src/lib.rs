@@ -10,6 +10,7 @@
 //! - [`store`]: the pool, the offsets and the batch insert (the only module touching SQL),
 //!   with `conflicts`, `dead_letters` (parking) and `replay`;
 //! - [`schema`]: the tables as the catalog has them; DDL only for what is missing;
+//! - [`message`]: a consumed message, its bytes and its decoding;
 //! - [`dead_letter`]: what a dead letter holds, made storable whatever the message was;
 //! - [`retry`]: capped, jittered exponential backoff;
 //! - [`error`]: store errors and their transient / data / configuration classification.
@@ -24,6 +25,7 @@ pub mod config;
 pub mod consumer;
 pub mod dead_letter;
 pub mod error;
+pub mod message;
 pub mod progress;
 pub mod retry;
 pub mod schema;

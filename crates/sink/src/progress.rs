@@ -7,7 +7,8 @@ use std::time::Duration;
 use tokio::time::Instant;
 use tracing::info;
 
-use crate::store::{Message, Written};
+use crate::message::Message;
+use crate::store::Written;
 
 /// How often a summary is written under load.
 pub const EVERY: Duration = Duration::from_secs(5);

@@ -11,7 +11,7 @@ use rdkafka::error::{KafkaError, KafkaResult};
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use tracing::{debug, info, warn};
 
-use crate::store::Message;
+use crate::message::Message;
 
 /// Logs rebalances and commit failures, tells the loop which partitions were revoked,
 /// and stamps each received message with its order of receipt.

@@ -30,9 +30,10 @@ use tracing::{debug, error, info, warn};
 
 use crate::config::SinkConfig;
 use crate::error::{ErrorClass, StoreError};
+use crate::message::{self, Message};
 use crate::progress::{self, Progress};
 use crate::retry::retry;
-use crate::store::{self, Message, OffsetAdvance, Outcome, Store};
+use crate::store::{OffsetAdvance, Outcome, Store};
 
 mod context;
 mod plan;
@@ -192,14 +193,21 @@ pub async fn connect(config: &SinkConfig) -> Result<Arc<SinkConsumer>, ConsumeEr
 
 /// The consume loop and its state.
 struct Sink<'a> {
+    /// The Kafka consumer (its context carries revocations, assignments and cut-offs).
     consumer: &'a SinkConsumer,
+    /// Where batches, offsets and dead letters are written.
     store: &'a Store,
     config: &'a SinkConfig,
+    /// Cancelled on the stop signal: the loop finishes the batch in hand and returns.
     shutdown: &'a CancellationToken,
-    /// Positions of the partitions seen since their assignment.
+    /// Positions of the partitions seen since their assignment (loaded from the offsets
+    /// table; the planner's input).
     positions: HashMap<i32, Position>,
+    /// Counts returned by `run` (and asserted by the tests).
     report: SinkReport,
+    /// The periodic progress line.
     progress: Progress,
+    /// The "topic does not exist yet" warning is logged once, not per poll.
     missing_topic_logged: bool,
     /// Errors of batches librdkafka cannot read, which it fetches again and again.
     unreadable: Unreadable,
@@ -212,6 +220,7 @@ struct Sink<'a> {
     /// assigned, since a quiet partition has no next message to trigger one (its dropped
     /// messages would wait for the next one produced).
     reseek: HashMap<i32, i64>,
+    /// When the failed seeks were last tried.
     last_reseek: Instant,
 }
 
@@ -301,7 +310,7 @@ impl Sink<'_> {
             // written at once, a backlog in batches of up to batch_size messages or half
             // the byte budget.
             let cap = self.batch_cap;
-            let mut bytes = store::weight(&pending);
+            let mut bytes = message::weight(&pending);
             while pending.len() < cap && bytes < self.half_budget() {
                 match tokio::time::timeout(Duration::ZERO, self.consumer.recv()).await {
                     Ok(Ok(m)) => {

@@ -3,7 +3,8 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use crate::store::{Message, OffsetAdvance};
+use crate::message::Message;
+use crate::store::OffsetAdvance;
 
 /// Where a partition stands, as far as this sink knows.
 #[derive(Debug, Clone, Copy, Default)]

@@ -12,7 +12,7 @@ use tracing::warn;
 use txn_model::Transaction;
 
 use super::context::{SinkConsumer, pause_all};
-use crate::store::{self, Message};
+use crate::message::{self, Message};
 
 /// How long a run of unreadable-batch errors may last before the sink stops.
 pub(super) const UNREADABLE_LIMIT: Duration = Duration::from_secs(60);
@@ -79,7 +79,7 @@ pub(super) async fn prefetch(
     paused: &mut bool,
 ) -> std::convert::Infallible {
     const MAX_ERRORS: usize = 16;
-    let mut bytes = store::weight(next);
+    let mut bytes = message::weight(next);
     loop {
         if (next.len() >= limit || bytes >= limit_bytes) && !*paused {
             tokio::time::sleep(PAUSE_AFTER).await;

@@ -28,7 +28,7 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime, 
 use rust_decimal::Decimal;
 use tokio_postgres::NoTls;
 use tokio_postgres::binary_copy::BinaryCopyInWriter;
-use txn_model::{DecodeError, Transaction};
+use txn_model::Transaction;
 use uuid::fmt::Hyphenated;
 
 use crate::config::PgConfig;
@@ -43,37 +43,7 @@ mod replay;
 
 pub use replay::{REPLAY_PAGE_BYTES, REPLAY_PAGE_ROWS, Replayed};
 
-/// One consumed message, copied out of librdkafka's buffer, with its decoding.
-#[derive(Debug, Clone)]
-pub struct Message {
-    /// Its order of receipt in this process (0 when it did not come from the consumer).
-    pub received: u64,
-    /// Partition it came from.
-    pub partition: i32,
-    /// Its offset.
-    pub offset: i64,
-    /// Its key, if any.
-    pub key: Option<Vec<u8>>,
-    /// Its payload bytes (empty when it had none).
-    pub payload: Vec<u8>,
-    /// The broker's timestamp, in milliseconds since the epoch.
-    pub timestamp_ms: Option<i64>,
-    /// The decoded transaction, or why it is not one.
-    pub decoded: Result<Transaction, DecodeError>,
-}
-
-impl Message {
-    /// Roughly the bytes it holds: key and payload, the decoded fields (a copy of parts of
-    /// the payload, so at most as large) and the struct itself. What the byte budget counts.
-    pub fn weight(&self) -> usize {
-        2 * self.payload.len() + self.key.as_ref().map_or(0, Vec::len) + 256
-    }
-}
-
-/// Total [`Message::weight`] of `messages`.
-pub fn weight(messages: &[Message]) -> usize {
-    messages.iter().map(Message::weight).sum()
-}
+pub use crate::message::{Message, weight};
 
 /// Moving one partition's stored offset from `expected` to `next`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -119,11 +89,16 @@ struct Names {
 /// The sink's tables in PostgreSQL.
 #[derive(Clone)]
 pub struct Store {
+    /// Connections (a batch's transaction holds one; the probe another).
     pool: Pool,
+    /// The table and its state tables, validated.
     names: Names,
     /// Client-side deadline of one operation (see [`PgConfig::operation_timeout`]).
     op_timeout: Duration,
+    /// The fallback path's `INSERT … SELECT FROM UNNEST … ON CONFLICT DO NOTHING`, built
+    /// once (and prepared on each connection, cached).
     insert_sql: String,
+    /// The fast path's binary `COPY`, built once.
     copy_sql: String,
 }
 
