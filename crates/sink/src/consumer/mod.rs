@@ -420,13 +420,7 @@ impl Sink<'_> {
                     // still assigned to us go back to the stored offset: the messages we
                     // dropped may be their last ones, and nothing else would fetch them.
                     warn!(partitions = ?parts, "the stored positions of these partitions moved past this batch (another sink advanced them after a rebalance, or this sink's own commit landed though its answer was lost): dropping this sink's copy of their messages");
-                    for p in &parts {
-                        self.positions.remove(p);
-                    }
-                    batch = accepted
-                        .into_iter()
-                        .filter(|m| !parts.contains(&m.partition))
-                        .collect();
+                    batch = plan::forget_stale_write(&mut self.positions, accepted, &parts);
                     let repositioned = tokio::select! {
                         r = self.reposition(&parts) => r,
                         _ = &mut deadline => return Err(unfinished(batch.len())),

@@ -127,6 +127,24 @@ pub(super) fn plan(positions: &mut HashMap<i32, Position>, batch: Vec<Message>) 
     }
 }
 
+/// After a stale write (the stored offsets of `parts` moved past the batch: another sink
+/// advanced them, or this sink's own commit landed though its answer was lost): forgets
+/// their positions (reloaded, and sought, with their next message) and returns the batch
+/// without their messages, to be written again for the other partitions.
+pub(super) fn forget_stale_write(
+    positions: &mut HashMap<i32, Position>,
+    batch: Vec<Message>,
+    parts: &[i32],
+) -> Vec<Message> {
+    for p in parts {
+        positions.remove(p);
+    }
+    batch
+        .into_iter()
+        .filter(|m| !parts.contains(&m.partition))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -269,5 +287,25 @@ mod tests {
                 ahead: false
             }]
         );
+    }
+
+    #[test]
+    fn a_stale_write_forgets_its_partitions_and_keeps_the_others_messages() {
+        let mut positions = HashMap::from([(0, stored(Some(10))), (1, stored(Some(20)))]);
+        let first = plan(&mut positions, vec![msg(0, 10), msg(1, 20), msg(0, 11)]);
+        let again = forget_stale_write(&mut positions, first.accepted, &[0]);
+        let at: Vec<(i32, i64)> = again.iter().map(|m| (m.partition, m.offset)).collect();
+        assert_eq!(at, [(1, 20)]);
+        assert!(!positions.contains_key(&0), "partition 0 is reloaded");
+        assert_eq!(
+            positions[&1].next,
+            Some(20),
+            "partition 1 keeps its position"
+        );
+        // written again, partition 1 advances from where it was
+        let second = plan(&mut positions, again);
+        assert_eq!(accepted_at(&second), [(1, 20)]);
+        assert_eq!(second.advances[0].expected, Some(20));
+        assert_eq!(second.advances[0].next, 21);
     }
 }
