@@ -499,17 +499,7 @@ impl Sink<'_> {
         for p in self.consumer.context().take_revoked() {
             self.positions.remove(&p);
         }
-        let assigned: Vec<i32> = self
-            .consumer
-            .assignment()
-            .map(|tpl| {
-                tpl.elements()
-                    .iter()
-                    .filter(|e| e.topic() == self.config.topic && fresh.contains(&e.partition()))
-                    .map(|e| e.partition())
-                    .collect()
-            })
-            .unwrap_or_default();
+        let assigned = self.assigned(Some(&fresh));
         if assigned.is_empty() {
             return Ok(());
         }
@@ -521,17 +511,38 @@ impl Sink<'_> {
                 return Err(e);
             }
         };
-        for p in assigned {
-            let Some(&next) = stored.get(&p) else {
-                continue;
-            };
+        self.seek_stored(&stored, false);
+        Ok(())
+    }
+
+    /// Those of `parts` (every one when `None`) assigned to this sink in its topic.
+    fn assigned(&self, parts: Option<&[i32]>) -> Vec<i32> {
+        self.consumer
+            .assignment()
+            .map(|tpl| {
+                tpl.elements()
+                    .iter()
+                    .filter(|e| e.topic() == self.config.topic)
+                    .map(|e| e.partition())
+                    .filter(|p| parts.is_none_or(|parts| parts.contains(p)))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Seeks each partition of `stored` to its stored offset and records the position.
+    /// `checked`: the offset is known to lie within the log (another sink just wrote up
+    /// to it); otherwise the next message below it checks it against the log end (S2a). A
+    /// seek librdkafka refuses forgets the position and is tried again shortly.
+    fn seek_stored(&mut self, stored: &HashMap<i32, i64>, checked: bool) {
+        for (&p, &next) in stored {
             if seek(self.consumer, &self.config.topic, p, next) {
                 self.reseek.remove(&p);
                 self.positions.insert(
                     p,
                     Position {
                         next: Some(next),
-                        sought: None,
+                        sought: checked.then_some(next),
                     },
                 );
             } else {
@@ -539,45 +550,17 @@ impl Sink<'_> {
                 self.reseek.insert(p, next);
             }
         }
-        Ok(())
     }
 
     /// Seeks those of `parts` that are still assigned to this sink to their stored offsets
     /// (after another sink advanced them). Messages read ahead for them become stale.
     async fn reposition(&mut self, parts: &[i32]) -> Result<(), StoreError> {
-        let assigned: Vec<i32> = self
-            .consumer
-            .assignment()
-            .map(|tpl| {
-                tpl.elements()
-                    .iter()
-                    .filter(|e| e.topic() == self.config.topic && parts.contains(&e.partition()))
-                    .map(|e| e.partition())
-                    .collect()
-            })
-            .unwrap_or_default();
+        let assigned = self.assigned(Some(parts));
         if assigned.is_empty() {
             return Ok(());
         }
         let stored = self.stored_offsets(&assigned).await?;
-        for p in assigned {
-            if let Some(&next) = stored.get(&p) {
-                if seek(self.consumer, &self.config.topic, p, next) {
-                    self.reseek.remove(&p);
-                    self.positions.insert(
-                        p,
-                        Position {
-                            next: Some(next),
-                            sought: Some(next),
-                        },
-                    );
-                } else {
-                    // reloaded with the partition's next message, or sought again shortly
-                    self.positions.remove(&p);
-                    self.reseek.insert(p, next);
-                }
-            }
-        }
+        self.seek_stored(&stored, true);
         Ok(())
     }
 
@@ -649,17 +632,7 @@ impl Sink<'_> {
             return;
         }
         let started = Instant::now();
-        let assigned: Vec<i32> = self
-            .consumer
-            .assignment()
-            .map(|tpl| {
-                tpl.elements()
-                    .iter()
-                    .filter(|e| e.topic() == self.config.topic)
-                    .map(|e| e.partition())
-                    .collect()
-            })
-            .unwrap_or_default();
+        let assigned = self.assigned(None);
         self.reseek.retain(|p, _| assigned.contains(p));
         // a seek may block up to its timeout: a round stops after a second (the rest wait
         // for the next), and the next round starts a second after this one ends, so the
