@@ -53,7 +53,9 @@ pub enum StoreError {
     /// The pool could not hand out a connection.
     #[error("{0}")]
     Pool(#[from] deadpool_postgres::PoolError),
-    /// A start-up problem, already described for the user (cause and fix).
+    /// A problem already described for the user (cause and fix) that the operator must
+    /// resolve: at start-up (credentials, tables, keys, grants), or later (a dead letter
+    /// that would overwrite an unreplayed one, a reset that matches nothing).
     #[error("{0}")]
     Startup(String),
     /// No answer within the operation's deadline: the connection was dropped (a silently

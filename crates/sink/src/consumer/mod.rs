@@ -3,10 +3,10 @@
 //!
 //! Delivery rules (see `docs/DESIGN.md`):
 //! - The source of truth for "where to resume" is the offsets table in PostgreSQL, advanced
-//!   in the same transaction as the rows and dead letters of each batch (see `store`). When
-//!   the first message of a partition arrives after an assignment, the sink loads the stored
-//!   offset and, if the consumer is elsewhere, seeks there; messages below it are already
-//!   stored and are skipped.
+//!   in the same transaction as the rows and dead letters of each batch (see `store`). Right
+//!   after an assignment the sink loads the assigned partitions' stored offsets and seeks
+//!   there (`position_assigned`); a partition's messages below its stored offset are already
+//!   stored and are skipped, and a consumer found elsewhere is sought again (`plan`).
 //! - Kafka offset commits follow each database commit (asynchronously, and synchronously
 //!   at shutdown) so lag tooling and Kafdrop show the group's position; they are advisory.
 //!   `commit` takes the *next* offset to read, literally: we pass the stored next offset.
