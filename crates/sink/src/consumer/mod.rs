@@ -13,6 +13,9 @@
 //! - Transient database errors are retried (`retry`); when the retries are exhausted the
 //!   sink pauses its partitions, keeps its group membership by polling, probes the database
 //!   with capped backoff and resumes by itself. It never dead-letters because of an outage.
+//!
+//! Here: the loop, the batch write and the Kafka commits; `plan` (pure) and `positions`
+//! (the plan applied), `outage`, `read` and `context` hold the rest.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -22,7 +25,6 @@ use std::time::Duration;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{CommitMode, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::Message as _;
 use rdkafka::{Offset, TopicPartitionList};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -32,16 +34,17 @@ use crate::config::SinkConfig;
 use crate::error::{ErrorClass, StoreError};
 use crate::message::{self, Message};
 use crate::progress::{self, Progress};
-use crate::retry::retry;
-use crate::store::{OffsetAdvance, Outcome, Store};
+use crate::store::{Outcome, Store};
 
 mod context;
+mod outage;
 mod plan;
+mod positions;
 mod read;
 
+use context::resume_all;
 pub use context::{SinkConsumer, SinkContext};
-use context::{lock, pause_all, resume_all, seek};
-use plan::{Plan, Position, plan};
+use plan::{Plan, Position};
 use read::{UNREADABLE_LIMIT, Unreadable, is_unreadable, prefetch, receive, recv};
 
 /// What went wrong on the Kafka side, or made the loop stop.
@@ -446,344 +449,6 @@ impl Sink<'_> {
                 }
             }
         }
-    }
-
-    /// After the retries: a transient error pauses until the database is back; anything
-    /// else stops the sink.
-    async fn on_store_error(
-        &mut self,
-        e: StoreError,
-        in_hand: usize,
-        held: &mut Vec<Message>,
-    ) -> Result<(), ConsumeError> {
-        if e.is_transient() {
-            self.report.outages += 1;
-            return self.pause_until_healthy(&e, in_hand, held).await;
-        }
-        error!(error = %e, class = %e.class(), "database error that retrying cannot fix");
-        Err(ConsumeError::Store {
-            class: e.class(),
-            source: e,
-        })
-    }
-
-    /// Forgets the positions of partitions revoked since the last look (they are loaded
-    /// again if they come back), and drops the messages in `batch` fetched before their
-    /// partition's last revocation or seek (their owner reads them again).
-    fn forget_stale(&mut self, batch: &mut Vec<Message>) {
-        for p in self.consumer.context().take_revoked() {
-            self.positions.remove(&p);
-        }
-        let dropped = self.consumer.context().drop_stale(batch);
-        if dropped > 0 {
-            debug!(
-                dropped,
-                "dropped messages fetched before a rebalance or seek: they are fetched again"
-            );
-        }
-    }
-
-    /// Positions the partitions assigned since the last look at their stored offsets, so
-    /// the consumer reads from where the database stands even when Kafka's committed
-    /// offset is ahead of it (after `sink reset-offsets`, or a database restored from a
-    /// backup) and no new message would come to trigger the seek back. The position is
-    /// kept unchecked against the log end (`sought` empty), so a stored offset past it
-    /// still stops the sink (S2a).
-    async fn position_assigned(&mut self) -> Result<(), StoreError> {
-        let fresh = self.consumer.context().take_assigned();
-        if fresh.is_empty() {
-            return Ok(());
-        }
-        // revocations that came before these assignments first (a position set below
-        // must not be forgotten for an older revocation)
-        for p in self.consumer.context().take_revoked() {
-            self.positions.remove(&p);
-        }
-        let assigned = self.assigned(Some(&fresh));
-        if assigned.is_empty() {
-            return Ok(());
-        }
-        let stored = match self.stored_offsets(&assigned).await {
-            Ok(stored) => stored,
-            Err(e) => {
-                // looked at again after the outage
-                lock(&self.consumer.context().assigned).extend(&assigned);
-                return Err(e);
-            }
-        };
-        self.seek_stored(&stored, false);
-        Ok(())
-    }
-
-    /// Those of `parts` (every one when `None`) assigned to this sink in its topic.
-    fn assigned(&self, parts: Option<&[i32]>) -> Vec<i32> {
-        self.consumer
-            .assignment()
-            .map(|tpl| {
-                tpl.elements()
-                    .iter()
-                    .filter(|e| e.topic() == self.config.topic)
-                    .map(|e| e.partition())
-                    .filter(|p| parts.is_none_or(|parts| parts.contains(p)))
-                    .collect()
-            })
-            .unwrap_or_default()
-    }
-
-    /// Seeks each partition of `stored` to its stored offset and records the position.
-    /// `checked`: the offset is known to lie within the log (another sink just wrote up
-    /// to it); otherwise the next message below it checks it against the log end (S2a). A
-    /// seek librdkafka refuses forgets the position and is tried again shortly.
-    fn seek_stored(&mut self, stored: &HashMap<i32, i64>, checked: bool) {
-        for (&p, &next) in stored {
-            if seek(self.consumer, &self.config.topic, p, next) {
-                self.reseek.remove(&p);
-                self.positions.insert(
-                    p,
-                    Position {
-                        next: Some(next),
-                        sought: checked.then_some(next),
-                    },
-                );
-            } else {
-                self.positions.remove(&p);
-                self.reseek.insert(p, next);
-            }
-        }
-    }
-
-    /// Seeks those of `parts` that are still assigned to this sink to their stored offsets
-    /// (after another sink advanced them). Messages read ahead for them become stale.
-    async fn reposition(&mut self, parts: &[i32]) -> Result<(), StoreError> {
-        let assigned = self.assigned(Some(parts));
-        if assigned.is_empty() {
-            return Ok(());
-        }
-        let stored = self.stored_offsets(&assigned).await?;
-        self.seek_stored(&stored, true);
-        Ok(())
-    }
-
-    /// The stored next offsets of `parts` (absent: none stored), with retries.
-    async fn stored_offsets(&self, parts: &[i32]) -> Result<HashMap<i32, i64>, StoreError> {
-        let policy = &self.config.retry;
-        retry(
-            policy,
-            StoreError::is_transient,
-            |attempt, e, wait| {
-                warn!(attempt, of = policy.retries, wait_ms = wait.as_millis() as u64, error = %e, "loading stored offsets failed; retrying");
-            },
-            || self.store.load_offsets(&self.config.group_id, &self.config.topic, parts),
-        )
-        .await
-    }
-
-    /// Loads the stored positions of the batch's partitions not seen since assignment.
-    async fn load_positions(&mut self, batch: &[Message]) -> Result<(), StoreError> {
-        let mut unknown: Vec<i32> = batch
-            .iter()
-            .map(|m| m.partition)
-            .filter(|p| !self.positions.contains_key(p))
-            .collect();
-        unknown.sort_unstable();
-        unknown.dedup();
-        if unknown.is_empty() {
-            return Ok(());
-        }
-        let stored = self.stored_offsets(&unknown).await?;
-        for p in unknown {
-            let next = stored.get(&p).copied();
-            debug!(partition = p, stored = ?next, "loaded the stored position");
-            self.positions.insert(p, Position { next, sought: None });
-        }
-        Ok(())
-    }
-
-    /// Plans the batch against the stored positions (see [`plan`]), checks stored offsets
-    /// the consumer is behind against the log end, and makes the seeks. A seek back that
-    /// fails forgets the partition's position, so its next message reloads it and seeks
-    /// again (a later message is never accepted past the gap), and is tried again every
-    /// second meanwhile (a quiet partition has no next message).
-    fn plan(&mut self, batch: Vec<Message>) -> Result<Plan, ConsumeError> {
-        let plan = plan(&mut self.positions, batch);
-        self.report.skipped += plan.skipped;
-        for &(partition, stored) in &plan.behind {
-            if !self.check_log_end(partition, stored)? {
-                // unknown: forget the position, so the partition's next message loads it
-                // and checks again (its messages below the stored offset stay filtered)
-                self.positions.remove(&partition);
-            }
-        }
-        for s in &plan.seeks {
-            if seek(self.consumer, &self.config.topic, s.partition, s.offset) {
-                self.reseek.remove(&s.partition);
-            } else if !s.ahead {
-                self.positions.remove(&s.partition);
-                self.reseek.insert(s.partition, s.offset);
-            }
-        }
-        Ok(plan)
-    }
-
-    /// Tries the failed seeks back again (at most every [`RESEEK_EVERY`]); those of
-    /// partitions no longer assigned are dropped (the next owner loads its own position).
-    fn retry_seeks(&mut self) {
-        if self.reseek.is_empty() || self.last_reseek.elapsed() < RESEEK_EVERY {
-            return;
-        }
-        let started = Instant::now();
-        let assigned = self.assigned(None);
-        self.reseek.retain(|p, _| assigned.contains(p));
-        // a seek may block up to its timeout: a round stops after a second (the rest wait
-        // for the next), and the next round starts a second after this one ends, so the
-        // loop polls in between
-        let due: Vec<(i32, i64)> = self.reseek.iter().map(|(p, o)| (*p, *o)).collect();
-        for (partition, offset) in due {
-            if started.elapsed() >= RESEEK_EVERY {
-                break;
-            }
-            if seek(self.consumer, &self.config.topic, partition, offset) {
-                self.reseek.remove(&partition);
-            }
-        }
-        self.last_reseek = Instant::now();
-    }
-
-    /// Stops with [`ConsumeError::BeyondLogEnd`] when `stored` is past the partition's
-    /// log end: the topic was recreated (or truncated), and every message of it would be
-    /// skipped as "already stored". Returns whether the log end could be read.
-    fn check_log_end(&self, partition: i32, stored: i64) -> Result<bool, ConsumeError> {
-        let topic = &self.config.topic;
-        // one round trip to the partition's leader, once per loaded position (as the seek)
-        let high = self
-            .consumer
-            .fetch_watermarks(topic, partition, Duration::from_secs(5))
-            .map(|(_, high)| high);
-        match high {
-            Ok(log_end) if log_end < stored => {
-                error!(
-                    topic,
-                    partition,
-                    stored,
-                    log_end,
-                    "the stored offset is beyond the partition's log end"
-                );
-                Err(ConsumeError::BeyondLogEnd {
-                    topic: topic.clone(),
-                    group: self.config.group_id.clone(),
-                    partition,
-                    stored,
-                    log_end,
-                })
-            }
-            Ok(_) => Ok(true),
-            Err(e) => {
-                warn!(topic, partition, error = %e, "cannot read the partition's log end: checking again with its next message");
-                Ok(false)
-            }
-        }
-    }
-
-    async fn write_with_retries(
-        &self,
-        messages: &[Message],
-        advances: &[OffsetAdvance],
-    ) -> Result<Outcome, StoreError> {
-        let policy = &self.config.retry;
-        retry(
-            policy,
-            // a timeout is not retried at the same size: the outage path checks the
-            // server, then the batch is halved
-            |e: &StoreError| e.is_transient() && !e.is_timeout(),
-            |attempt, e, wait| {
-                warn!(attempt, of = policy.retries, wait_ms = wait.as_millis() as u64, error = %e, "database write failed; retrying");
-            },
-            || {
-                self.store
-                    .write_batch(&self.config.group_id, &self.config.topic, messages, advances)
-            },
-        )
-        .await
-    }
-
-    /// The outage state machine: pause every assigned partition, keep polling (so the group
-    /// membership holds), probe the database with capped backoff, resume when it answers.
-    /// Messages that still arrive (from partitions assigned meanwhile) are held.
-    async fn pause_until_healthy(
-        &mut self,
-        cause: &StoreError,
-        in_hand: usize,
-        held: &mut Vec<Message>,
-    ) -> Result<(), ConsumeError> {
-        let assignment = pause_all(self.consumer).unwrap_or_else(|e| {
-            warn!(error = %e, "cannot pause partitions");
-            TopicPartitionList::new()
-        });
-        if cause.is_timeout() {
-            warn!(
-                error = %cause,
-                partitions = assignment.count(),
-                "PostgreSQL did not answer in time: paused consumption; probing until it answers"
-            );
-        } else {
-            warn!(
-                retries = self.config.retry.retries,
-                error = %cause,
-                partitions = assignment.count(),
-                "PostgreSQL is unavailable: paused consumption; probing until it is back"
-            );
-        }
-        let started = Instant::now();
-        let mut last_log = Instant::now();
-        let mut delay = self.config.probe_min;
-        let store = self.store;
-        let shutdown = self.shutdown;
-        loop {
-            // The probe (a wait, then one bounded round trip) races the stop signal and
-            // the polling: a probe hung on a dead connection never holds either up.
-            let wait = delay;
-            let probe = async move {
-                tokio::time::sleep(wait).await;
-                store.ping().await
-            };
-            tokio::pin!(probe);
-            let probed = loop {
-                tokio::select! {
-                    biased;
-                    _ = shutdown.cancelled() => {
-                        return Err(ConsumeError::Unfinished { messages: in_hand + held.len(), why: "PostgreSQL was unavailable" });
-                    }
-                    r = &mut probe => break r,
-                    m = recv(self.consumer) => match m {
-                        Ok(m) => {
-                            let mut tpl = TopicPartitionList::new();
-                            tpl.add_partition(m.topic(), m.partition());
-                            let _ = self.consumer.pause(&tpl);
-                            held.push(receive(self.consumer, &m));
-                        }
-                        Err(e) => self.on_consume_error(e)?,
-                    },
-                }
-            };
-            match probed {
-                Ok(()) => break,
-                Err(e) => {
-                    delay = (delay * 2).min(self.config.probe_max);
-                    if last_log.elapsed() >= Duration::from_secs(30) {
-                        info!(waited_secs = started.elapsed().as_secs(), error = %e, "still waiting for PostgreSQL");
-                        last_log = Instant::now();
-                    }
-                }
-            }
-        }
-        if let Err(e) = resume_all(self.consumer) {
-            warn!(error = %e, "cannot resume partitions");
-        }
-        info!(
-            down_secs = started.elapsed().as_secs(),
-            "PostgreSQL is back: resumed consumption"
-        );
-        Ok(())
     }
 
     /// Commits the stored positions of the partitions this sink holds to Kafka (advisory).
