@@ -5,10 +5,12 @@
 //! - [`cli`]: command-line flags with their environment twins, turned into a config;
 //! - [`consumer`]: the consume loop, batching and offsets (the only module touching offsets):
 //!   its `plan` (which messages to write, how far offsets advance, where to seek: pure, unit
-//!   tested), `read` (polling, read-ahead, decoding) and `context` (rebalance callbacks,
-//!   stale-message cut-offs, pause and seek);
-//! - [`store`]: the pool, the offsets and the batch insert (the only module touching SQL),
-//!   with `conflicts`, `dead_letters` (parking) and `replay`;
+//!   tested), `positions` (the plan applied: stored offsets, seeks, log-end checks),
+//!   `outage` (retries, pause and probe), `read` (polling, read-ahead, decoding) and
+//!   `context` (rebalance callbacks, stale-message cut-offs, pause and seek);
+//! - [`store`]: the pool and the batch transaction (the only module touching SQL), with
+//!   `rows` (COPY and the isolating fallback), `conflicts`, `dead_letters` (parking),
+//!   `offsets` (loading and resetting) and `replay`;
 //! - [`schema`]: the tables as the catalog has them; DDL only for what is missing;
 //! - [`message`]: a consumed message, its bytes and its decoding;
 //! - [`dead_letter`]: what a dead letter holds, made storable whatever the message was;
