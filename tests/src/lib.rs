@@ -523,7 +523,6 @@ pub fn binary(name: &str) -> PathBuf {
     target.join("debug").join(name)
 }
 
-/// A command for a workspace binary, run from the workspace root with the stack's settings.
 /// A [`command`] whose stderr goes to a fresh file under `target/test-logs/` (its path is
 /// returned), for long runs: a pipe nobody reads fills up at 64 KiB, and the program then
 /// blocks on its next log line.
@@ -541,6 +540,8 @@ pub fn command_logged(
     Ok((cmd, path))
 }
 
+/// A command for a workspace binary, run from the workspace root with the stack's settings
+/// and JSON logs (read them with [`json_log`]).
 pub fn command(name: &str, stack: &Stack) -> tokio::process::Command {
     let mut cmd = tokio::process::Command::new(binary(name));
     cmd.current_dir(root())
@@ -551,11 +552,41 @@ pub fn command(name: &str, stack: &Stack) -> tokio::process::Command {
         .env("POSTGRES_USER", &stack.pg.user)
         .env("POSTGRES_PASSWORD", &stack.pg.password)
         .env("RUST_LOG", "info")
+        // tests read fields, never wording (a test about the text format passes --log-format)
+        .env("LOG_FORMAT", "json")
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .kill_on_drop(true);
     cmd
+}
+
+/// The log lines of a binary run by [`command`] (JSON, one object per line). A line that is
+/// not a JSON object is an error: everything a binary writes to stderr goes through its
+/// logger.
+pub fn json_log(stderr: &[u8]) -> Result<Vec<serde_json::Value>> {
+    String::from_utf8_lossy(stderr)
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| {
+            let v: serde_json::Value =
+                serde_json::from_str(l).with_context(|| format!("not a JSON log line: {l:?}"))?;
+            anyhow::ensure!(v.is_object(), "not a JSON object: {l:?}");
+            Ok(v)
+        })
+        .collect()
+}
+
+/// The log lines whose `event` field is `event`.
+pub fn events<'a>(log: &'a [serde_json::Value], event: &str) -> Vec<&'a serde_json::Value> {
+    log.iter().filter(|l| l["event"] == event).collect()
+}
+
+/// The unsigned integer field `name` of a log line.
+pub fn field_u64(line: &serde_json::Value, name: &str) -> Result<u64> {
+    line[name]
+        .as_u64()
+        .with_context(|| format!("no unsigned field {name:?} in {line}"))
 }
 
 /// Sends SIGTERM to a child process.

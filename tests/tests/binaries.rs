@@ -16,27 +16,21 @@ async fn producer_sigterm_drains_in_flight_messages_and_exits_zero() -> anyhow::
     wait_for_published(&stack, &topic, 200, Duration::from_secs(60)).await?;
     terminate(&child);
     let out = tokio::time::timeout(Duration::from_secs(60), child.wait_with_output()).await??;
-    let log = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "exit {:?}: {log}", out.status);
-    let summary = log
-        .lines()
-        .find(|l| l.contains("every message delivered"))
-        .unwrap_or_else(|| panic!("no summary in: {log}"));
-    assert!(
-        !log.contains('\u{1b}'),
-        "no colour codes when not on a terminal"
-    );
-    let delivered: u64 = summary
-        .split_whitespace()
-        .find_map(|w| w.strip_prefix("delivered="))
-        .expect("delivered= in the summary")
-        .parse()?;
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "exit {:?}: {text}", out.status);
+    let log = json_log(&out.stderr)?;
+    let reports = events(&log, "report");
+    assert_eq!(reports.len(), 1, "one final report: {text}");
+    let report = reports[0];
+    assert_eq!(report["level"], "INFO", "{report}");
+    let delivered = field_u64(report, "delivered")?;
     let in_topic = read_topic(&stack, &topic).await?.len() as u64;
     assert_eq!(
         delivered, in_topic,
-        "the summary counts exactly what reached the topic"
+        "the report counts exactly what reached the topic"
     );
-    assert!(summary.contains("failed=0"), "{summary}");
+    assert_eq!(field_u64(report, "sent")?, delivered, "{report}");
+    assert_eq!(field_u64(report, "failed")?, 0, "{report}");
     Ok(())
 }
 
@@ -62,28 +56,26 @@ async fn sink_sigterm_commits_offsets_and_exits_zero() -> anyhow::Result<()> {
     wait_for_rows(&db, &table, 301, Duration::from_secs(60)).await?;
     terminate(&child);
     let out = tokio::time::timeout(Duration::from_secs(60), child.wait_with_output()).await??;
-    let log = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "exit {:?}: {log}", out.status);
-    assert!(log.contains("sink stopped"), "{log}");
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "exit {:?}: {text}", out.status);
+    let log = json_log(&out.stderr)?;
+    let reports = events(&log, "report");
+    assert_eq!(reports.len(), 1, "one final report: {text}");
+    assert_eq!(field_u64(reports[0], "inserted")?, 301, "{}", reports[0]);
+    assert_eq!(field_u64(reports[0], "messages")?, 301, "{}", reports[0]);
     // the burst is summed up: the summaries account for all 300 messages
-    let summed: u64 = log
-        .lines()
-        .filter(|l| l.contains("messages/s"))
-        .filter_map(|l| {
-            l.split(" messages in ")
-                .next()?
-                .rsplit(' ')
-                .next()?
-                .parse::<u64>()
-                .ok()
-        })
-        .sum();
-    assert_eq!(summed, 300, "{log}");
-    let stored = log
-        .lines()
-        .find(|l| l.contains(" stored ") && l.contains(&lone.tx_id.to_string()))
-        .unwrap_or_else(|| panic!("no line for the lone message {}: {log}", lone.tx_id));
-    assert!(stored.contains("partition=1"), "{stored}");
+    let summed = events(&log, "progress")
+        .into_iter()
+        .map(|l| field_u64(l, "messages"))
+        .sum::<anyhow::Result<u64>>()?;
+    assert_eq!(summed, 300, "{text}");
+    let lone_id = lone.tx_id.to_string();
+    let stored = events(&log, "message")
+        .into_iter()
+        .find(|l| l["tx_id"] == lone_id.as_str())
+        .unwrap_or_else(|| panic!("no line for the lone message {lone_id}: {text}"));
+    assert_eq!(stored["outcome"], "stored", "{stored}");
+    assert_eq!(stored["partition"], 1, "{stored}");
 
     // the group's committed offsets are exactly at the end of every partition
     assert_eq!(
@@ -97,13 +89,18 @@ async fn sink_sigterm_commits_offsets_and_exits_zero() -> anyhow::Result<()> {
 #[tokio::test]
 async fn sink_with_a_wrong_password_exits_nonzero_with_one_clear_line() -> anyhow::Result<()> {
     let stack = stack();
+    // the human format: the line a person reads
     let out = command("sink", &stack)
-        .args(["--topic", &unique("t")])
+        .args(["--topic", &unique("t"), "--log-format", "text"])
         .env("POSTGRES_PASSWORD", "wrong")
         .output();
     let out = tokio::time::timeout(Duration::from_secs(60), out).await??;
     let log = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{log}");
+    assert!(
+        !log.contains('\u{1b}'),
+        "no colour codes when not on a terminal"
+    );
     let last = log.lines().last().unwrap_or_default();
     assert!(last.contains("ERROR"), "{last}");
     assert!(

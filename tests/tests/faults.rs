@@ -800,20 +800,16 @@ async fn undeliverable_messages_make_the_producer_exit_nonzero_saying_how_many()
     tokio::time::sleep(Duration::from_secs(6)).await;
     terminate(&child);
     let out = wait_for_exit(child).await?;
-    let log = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{log}");
-    let line = log
-        .lines()
-        .find(|l| l.contains("messages were not delivered"))
-        .unwrap_or_else(|| panic!("no summary: {log}"));
-    let field = |name: &str| -> u64 {
-        line.split_whitespace()
-            .find_map(|w| w.strip_prefix(&format!("{name}=")))
-            .and_then(|v| v.parse().ok())
-            .unwrap_or_else(|| panic!("{name} in {line}"))
-    };
-    let (sent, delivered, failed) = (field("sent"), field("delivered"), field("failed"));
-    let possibly = field("possibly_persisted");
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    let log = json_log(&out.stderr)?;
+    let line = *events(&log, "report")
+        .first()
+        .unwrap_or_else(|| panic!("no report: {text}"));
+    assert_eq!(line["level"], "ERROR", "{line}");
+    let field = |name: &str| field_u64(line, name);
+    let (sent, delivered, failed) = (field("sent")?, field("delivered")?, field("failed")?);
+    let possibly = field("possibly_persisted")?;
     assert!(failed > 0 && possibly <= failed, "{line}");
     assert_eq!(
         sent,

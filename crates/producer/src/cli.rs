@@ -14,6 +14,9 @@ pub struct Args {
     #[command(flatten)]
     pub kafka: txn_runtime::kafka::KafkaArgs,
 
+    #[command(flatten)]
+    pub log: txn_runtime::LogArgs,
+
     /// A users CSV file, or a directory of monthly *.csv files, with a user_id column.
     #[arg(long, env = "USERS_CSV_PATH", default_value = "data/users")]
     pub users: PathBuf,

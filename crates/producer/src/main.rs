@@ -9,7 +9,7 @@ use clap::Parser;
 async fn main() -> ExitCode {
     txn_runtime::load_dotenv();
     let args = producer::cli::Args::parse();
-    txn_runtime::init_logging();
+    txn_runtime::init_logging(args.log.log_format);
     let signals = txn_runtime::shutdown_on_signal("finishing in-flight messages");
 
     let result = tokio::select! {
@@ -19,6 +19,7 @@ async fn main() -> ExitCode {
     match result {
         Ok(r) if r.lost_nothing() => {
             tracing::info!(
+                event = "report",
                 sent = r.sent,
                 delivered = r.delivered,
                 failed = r.failed,
@@ -28,6 +29,7 @@ async fn main() -> ExitCode {
         }
         Ok(r) => {
             tracing::error!(
+                event = "report",
                 sent = r.sent,
                 delivered = r.delivered,
                 failed = r.failed,

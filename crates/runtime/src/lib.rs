@@ -1,6 +1,6 @@
 //! What the `producer` and `sink` binaries share, so each `main.rs` stays thin:
 //! `.env` loading, logging set-up, signal handling, and small configuration parsers.
-//! Future operational concerns (metrics, health endpoints, JSON logs) belong here too.
+//! Future operational concerns (metrics, health endpoints) belong here too.
 
 pub mod kafka;
 pub mod postgres;
@@ -15,16 +15,44 @@ pub fn load_dotenv() {
     let _ = dotenvy::dotenv();
 }
 
-/// Logs to stderr, filtered by `RUST_LOG` (default `info`); colours only on a terminal.
-pub fn init_logging() {
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum LogFormat {
+    /// One human-readable line per event (colours only on a terminal).
+    #[default]
+    Text,
+    /// One JSON object per line: `timestamp`, `level`, `target`, `message` and the event's
+    /// fields at the top level, for log shippers and for the tests. Field names are the
+    /// stable part; `message` wording is not.
+    Json,
+}
+
+/// The logging flag common to both binaries (flatten into a clap `Args`).
+#[derive(Debug, Clone, clap::Args)]
+pub struct LogArgs {
+    /// Log line format on stderr: text (for people) or json (one object per line).
+    #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+/// Logs to stderr in `format`, filtered by `RUST_LOG` (default `info`); colours only on a
+/// terminal.
+pub fn init_logging(format: LogFormat) {
     use std::io::IsTerminal;
-    tracing_subscriber::fmt()
-        .with_ansi(std::io::stderr().is_terminal())
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
         )
-        .with_writer(std::io::stderr)
-        .init();
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).init(),
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .with_span_list(false)
+            .init(),
+    }
 }
 
 /// The stop signals of a binary: `stop` is cancelled on the first Ctrl-C or SIGTERM (finish

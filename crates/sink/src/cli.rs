@@ -17,6 +17,9 @@ pub struct Args {
     #[command(flatten)]
     pub kafka: txn_runtime::kafka::KafkaArgs,
 
+    #[command(flatten)]
+    pub log: txn_runtime::LogArgs,
+
     /// Consumer group; its committed offsets are where a restart resumes.
     #[arg(long, env = "KAFKA_GROUP_ID", default_value = "transactions-sink")]
     pub group_id: String,

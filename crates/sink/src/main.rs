@@ -11,7 +11,7 @@ use sink::cli::Command;
 async fn main() -> ExitCode {
     txn_runtime::load_dotenv();
     let mut args = sink::cli::Args::parse();
-    txn_runtime::init_logging();
+    txn_runtime::init_logging(args.log.log_format);
     let command = args.command.take();
     let config = args.into_config();
 
@@ -72,6 +72,7 @@ async fn main() -> ExitCode {
     match result {
         Ok(r) => {
             tracing::info!(
+                event = "report",
                 messages = r.messages,
                 inserted = r.inserted,
                 duplicates = r.duplicates,

@@ -59,7 +59,8 @@ pub enum Line {
 }
 
 impl Line {
-    /// Logs the line at INFO.
+    /// Logs the line at INFO (`event` = `message` or `progress`; in JSON logs the fields
+    /// are what a reader should rely on).
     pub fn log(&self) {
         match self {
             Line::One {
@@ -69,7 +70,10 @@ impl Line {
                 outcome,
             } => {
                 let tx_id = tx_id.as_deref().unwrap_or("-");
-                info!(tx_id, partition, offset, "{outcome}");
+                info!(
+                    event = "message",
+                    outcome, tx_id, partition, offset, "{outcome}"
+                );
             }
             Line::Summary {
                 messages,
@@ -80,6 +84,9 @@ impl Line {
                 batches,
                 total,
             } => info!(
+                event = "progress",
+                messages,
+                secs,
                 inserted,
                 duplicates,
                 dead_letters,
