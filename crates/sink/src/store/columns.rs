@@ -14,8 +14,13 @@ pub struct Column {
     pub array: &'static str,
 }
 
-/// The written columns, in the order of [`super::Columns`] and of every statement.
-pub const COLUMNS: [Column; 10] = [
+/// How many columns the sink writes. The per-row value arrays of the COPY, the `UNNEST`
+/// parameters and the conflict comparison are `[_; N]`: a column added to [`COLUMNS`]
+/// and not to one of them does not compile.
+pub const N: usize = 10;
+
+/// The written columns, in the order of [`super::rows::Columns`] and of every statement.
+pub const COLUMNS: [Column; N] = [
     col("tx_id", Type::VARCHAR, "varchar[]"),
     col("user_id", Type::VARCHAR, "varchar[]"),
     col("amount", Type::NUMERIC, "numeric[]"),

@@ -8,6 +8,7 @@ use deadpool_postgres::Transaction as PgTransaction;
 use rust_decimal::Decimal;
 use txn_model::Transaction;
 
+use super::columns::{self, COLUMNS};
 use super::{Message, Parked, Store};
 use crate::error::StoreError;
 
@@ -51,7 +52,7 @@ impl Store {
             .query(
                 &format!(
                     "SELECT {} FROM {} WHERE tx_id = ANY($1)",
-                    super::columns::list(),
+                    columns::list(),
                     self.names.table
                 ),
                 &[&ids],
@@ -138,44 +139,34 @@ impl StoredRow {
         })
     }
 
-    /// The fields in which `t` differs (the extra columns only when stored).
+    /// The fields in which `t` differs (the extra columns only when stored), named as in
+    /// [`COLUMNS`]: one comparison per written column, in their order (a column added there
+    /// and not here does not compile).
     fn differences(&self, t: &Transaction) -> Vec<&'static str> {
-        let mut d = Vec::new();
-        if self.user_id != t.user_id.to_string() {
-            d.push("user_id");
-        }
-        if self.amount != t.amount {
-            d.push("amount");
-        }
-        if self.currency != t.currency.as_str() {
-            d.push("currency");
-        }
-        if self.merchant != t.merchant {
-            d.push("merchant");
-        }
-        if self.category != t.category {
-            d.push("category");
-        }
-        if self.timestamp != t.timestamp.naive_utc() {
-            d.push("timestamp");
-        }
         // The optional columns differ only when both sides have a value: a message in the
         // seed table's shape (without them) redelivers a row written by our producer.
-        if let (Some(a), Some(b)) = (&self.source_system, &t.source_system)
-            && a != b
-        {
-            d.push("source_system");
+        fn differ<A: PartialEq<B>, B>(stored: Option<&A>, sent: Option<&B>) -> bool {
+            matches!((stored, sent), (Some(a), Some(b)) if a != b)
         }
-        if let (Some(a), Some(b)) = (&self.transaction_type, &t.transaction_type)
-            && a != b
-        {
-            d.push("transaction_type");
-        }
-        if let (Some(a), Some(b)) = (self.processing_time_ms, t.processing_time_ms)
-            && i64::from(a) != i64::from(b)
-        {
-            d.push("processing_time_ms");
-        }
-        d
+        let differs: [bool; columns::N] = [
+            false, // tx_id: the row was found by it
+            self.user_id != t.user_id.to_string(),
+            self.amount != t.amount,
+            self.currency != t.currency.as_str(),
+            self.merchant != t.merchant,
+            self.category != t.category,
+            self.timestamp != t.timestamp.naive_utc(),
+            differ(self.source_system.as_ref(), t.source_system.as_ref()),
+            differ(self.transaction_type.as_ref(), t.transaction_type.as_ref()),
+            differ(
+                self.processing_time_ms.map(i64::from).as_ref(),
+                t.processing_time_ms.map(i64::from).as_ref(),
+            ),
+        ];
+        COLUMNS
+            .iter()
+            .zip(differs)
+            .filter_map(|(c, differs)| differs.then_some(c.name))
+            .collect()
     }
 }

@@ -10,6 +10,7 @@ use chrono::NaiveDateTime;
 use deadpool_postgres::Transaction as PgTransaction;
 use rust_decimal::Decimal;
 use tokio_postgres::binary_copy::BinaryCopyInWriter;
+use tokio_postgres::types::ToSql;
 use txn_model::Transaction;
 use uuid::fmt::Hyphenated;
 
@@ -104,23 +105,7 @@ impl Store {
             let part = decoded(lo, hi);
             let cols = Columns::from(part.as_slice());
             tx.batch_execute("SAVEPOINT rows").await?;
-            let result = tx
-                .query(
-                    &stmt,
-                    &[
-                        &cols.tx_id,
-                        &cols.user_id,
-                        &cols.amount,
-                        &cols.currency,
-                        &cols.merchant,
-                        &cols.category,
-                        &cols.timestamp,
-                        &cols.source_system,
-                        &cols.transaction_type,
-                        &cols.processing_time_ms,
-                    ],
-                )
-                .await;
+            let result = tx.query(&stmt, &cols.params()).await;
             match result {
                 Ok(returned) => {
                     tx.batch_execute("RELEASE SAVEPOINT rows").await?;
@@ -167,28 +152,26 @@ impl Store {
             let ms = t
                 .processing_time_ms
                 .map(|ms| i32::try_from(ms).unwrap_or(i32::MAX));
-            writer
-                .as_mut()
-                .write(&[
-                    &tx_id,
-                    &user_id,
-                    &t.amount,
-                    &t.currency.as_str(),
-                    &t.merchant,
-                    &t.category,
-                    &t.timestamp.naive_utc(),
-                    &t.source_system.as_deref(),
-                    &t.transaction_type.as_deref(),
-                    &ms,
-                ])
-                .await?;
+            let row: [&(dyn ToSql + Sync); columns::N] = [
+                &tx_id,
+                &user_id,
+                &t.amount,
+                &t.currency.as_str(),
+                &t.merchant,
+                &t.category,
+                &t.timestamp.naive_utc(),
+                &t.source_system.as_deref(),
+                &t.transaction_type.as_deref(),
+                &ms,
+            ];
+            writer.as_mut().write(&row).await?;
         }
         Ok(writer.finish().await?)
     }
 }
 
-/// The batch as one array per column, for `UNNEST`.
-struct Columns<'a> {
+/// The batch as one array per column, for `UNNEST`, in the order of [`columns::COLUMNS`].
+pub(super) struct Columns<'a> {
     tx_id: Vec<String>,
     user_id: Vec<String>,
     amount: Vec<Decimal>,
@@ -233,5 +216,23 @@ impl<'a> From<&[&'a Transaction]> for Columns<'a> {
             );
         }
         c
+    }
+}
+
+impl Columns<'_> {
+    /// The `UNNEST` parameters, one array per written column.
+    fn params(&self) -> [&(dyn ToSql + Sync); columns::N] {
+        [
+            &self.tx_id,
+            &self.user_id,
+            &self.amount,
+            &self.currency,
+            &self.merchant,
+            &self.category,
+            &self.timestamp,
+            &self.source_system,
+            &self.transaction_type,
+            &self.processing_time_ms,
+        ]
     }
 }
