@@ -38,6 +38,8 @@ scripts/stack.sh up
 # shellcheck source=../scripts/env.sh
 source scripts/env.sh
 load_env
+# the producer's summary is read as text: it is ProducerPerformance's line, compared with it
+export LOG_FORMAT=text
 log "building release binaries"
 cargo build -q --release -p producer -p sink -p bench
 BIN=target/release

@@ -70,7 +70,7 @@ async fn sink_sigterm_commits_offsets_and_exits_zero() -> anyhow::Result<()> {
         .sum::<anyhow::Result<u64>>()?;
     assert_eq!(summed, 300, "{text}");
     let lone_id = lone.tx_id.to_string();
-    let stored = events(&log, "message")
+    let stored = events(&log, "outcome")
         .into_iter()
         .find(|l| l["tx_id"] == lone_id.as_str())
         .unwrap_or_else(|| panic!("no line for the lone message {lone_id}: {text}"));
@@ -193,12 +193,14 @@ async fn sink_stop_signals_the_drain_deadline_and_a_second_signal_lose_nothing()
     terminate(&child);
     let out = tokio::time::timeout(Duration::from_secs(30), child.wait_with_output()).await??;
     let waited = stopped_at.elapsed();
-    let log = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{log}");
-    assert!(
-        log.contains("stopped before 50 consumed messages could be written"),
-        "{log}"
-    );
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    let log = json_log(&out.stderr)?;
+    let error = *events(&log, "error")
+        .last()
+        .unwrap_or_else(|| panic!("no error line: {text}"));
+    assert_eq!(error["level"], "ERROR", "{error}");
+    assert_eq!(field_u64(error, "unwritten")?, 50, "{error}");
     assert!(
         waited >= Duration::from_secs(2),
         "it waited for the drain deadline ({waited:?})"

@@ -161,7 +161,15 @@ pub async fn run(config: ProducerConfig, shutdown: CancellationToken) -> Result<
         latency: stats.latency(),
     };
     if !config.logs_each_delivery() {
-        info!("{}", report.summary());
+        let secs = report.elapsed.as_secs_f64().max(1e-9);
+        info!(
+            event = "summary",
+            records = report.delivered,
+            records_per_sec = report.delivered as f64 / secs,
+            p99_ms = report.latency.p99_ms,
+            "{}",
+            report.summary()
+        );
     }
     Ok(report)
 }
@@ -197,6 +205,8 @@ async fn progress(stats: Arc<stats::Stats>) {
         let bytes = stats.bytes.load(Ordering::Relaxed);
         let secs = EVERY.as_secs_f64();
         info!(
+            event = "progress",
+            records = w.count,
             "{} records delivered, {:.1} records/sec ({:.2} MB/sec), {:.1} ms avg latency, {:.1} ms max latency; {} delivered, {} failed in all",
             w.count,
             w.count as f64 / secs,

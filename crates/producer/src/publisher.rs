@@ -69,6 +69,7 @@ impl ProducerContext for DeliveryContext {
                         .map(|t| t.tx_id.to_string())
                         .unwrap_or_default();
                     info!(
+                        event = "delivered",
                         tx_id,
                         partition = msg.partition(),
                         offset = msg.offset(),

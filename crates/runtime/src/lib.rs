@@ -1,5 +1,6 @@
 //! What the `producer` and `sink` binaries share, so each `main.rs` stays thin:
-//! `.env` loading, logging set-up, signal handling, and small configuration parsers.
+//! `.env` loading, logging set-up (text or JSON), signal handling, small configuration
+//! parsers, and the connection settings of Kafka ([`kafka`]) and PostgreSQL ([`postgres`]).
 //! Future operational concerns (metrics, health endpoints) belong here too.
 
 pub mod kafka;
@@ -31,12 +32,13 @@ pub enum LogFormat {
 #[derive(Debug, Clone, clap::Args)]
 pub struct LogArgs {
     /// Log line format on stderr: text (for people) or json (one object per line).
-    #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    #[arg(long, env = "LOG_FORMAT", value_enum, ignore_case = true, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
 }
 
 /// Logs to stderr in `format`, filtered by `RUST_LOG` (default `info`); colours only on a
-/// terminal.
+/// terminal. In JSON, a panic is logged as an `event = "panic"` line. Usage errors come
+/// from the flag parser before logging starts: they stay text (exit code 2).
 pub fn init_logging(format: LogFormat) {
     use std::io::IsTerminal;
     let builder = tracing_subscriber::fmt()
@@ -46,12 +48,28 @@ pub fn init_logging(format: LogFormat) {
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).init(),
-        LogFormat::Json => builder
-            .json()
-            .flatten_event(true)
-            .with_current_span(false)
-            .with_span_list(false)
-            .init(),
+        LogFormat::Json => {
+            builder
+                .json()
+                .flatten_event(true)
+                .with_current_span(false)
+                .with_span_list(false)
+                .init();
+            // a panic is a log line too, so stderr stays one JSON object per line
+            std::panic::set_hook(Box::new(|info| {
+                let at = info
+                    .location()
+                    .map(|l| format!("{}:{}", l.file(), l.line()))
+                    .unwrap_or_default();
+                let payload = info
+                    .payload()
+                    .downcast_ref::<&str>()
+                    .map(|s| (*s).to_owned())
+                    .or_else(|| info.payload().downcast_ref::<String>().cloned())
+                    .unwrap_or_default();
+                tracing::error!(event = "panic", at, "panicked: {payload}");
+            }));
+        }
     }
 }
 

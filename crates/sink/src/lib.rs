@@ -8,10 +8,13 @@
 //!   tested), `positions` (the plan applied: stored offsets, seeks, log-end checks),
 //!   `outage` (retries, pause and probe), `read` (polling, read-ahead, decoding) and
 //!   `context` (rebalance callbacks, stale-message cut-offs, pause and seek);
-//! - [`store`]: the pool and the batch transaction (the only module touching SQL), with
-//!   `rows` (COPY and the isolating fallback), `conflicts`, `dead_letters` (parking),
-//!   `offsets` (loading and resetting) and `replay`;
+//! - [`store`]: the pool and the batch transaction (with `schema`, the only modules running
+//!   SQL), with `columns` (the written columns, in one list), `rows` (COPY and the
+//!   isolating fallback), `conflicts`, `dead_letters` (parking), `offsets` (loading and
+//!   resetting) and `replay`;
 //! - [`schema`]: the tables as the catalog has them; DDL only for what is missing;
+//! - [`progress`]: what the sink says it stored (a line per message at low rates, a
+//!   summary under load);
 //! - [`message`]: a consumed message, its bytes and its decoding;
 //! - [`dead_letter`]: what a dead letter holds, made storable whatever the message was;
 //! - [`retry`]: capped, jittered exponential backoff;
@@ -50,6 +53,17 @@ pub enum Error {
     /// Kafka could not be used, or a write failed for good while consuming.
     #[error(transparent)]
     Consume(#[from] ConsumeError),
+}
+
+impl Error {
+    /// Consumed messages left unwritten by a stop (Kafka delivers them again), if that is
+    /// why the sink stopped.
+    pub fn unwritten(&self) -> Option<usize> {
+        match self {
+            Error::Consume(ConsumeError::Unfinished { messages, .. }) => Some(*messages),
+            _ => None,
+        }
+    }
 }
 
 /// Runs the sink until `shutdown` is cancelled.

@@ -19,6 +19,7 @@ async fn main() -> ExitCode {
         return match sink::replay_dead_letters(&config, &ids, error_class.as_deref()).await {
             Ok(r) => {
                 tracing::info!(
+                    event = "report",
                     replayed = r.replayed,
                     inserted = r.inserted,
                     still_failing = r.still_failing,
@@ -48,6 +49,7 @@ async fn main() -> ExitCode {
         return match sink::reset_offsets(&config, &partitions, to_offset).await {
             Ok(n) => {
                 tracing::info!(
+                    event = "report",
                     group = %config.group_id,
                     topic = %config.topic,
                     partitions = n,
@@ -87,7 +89,7 @@ async fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(e) => {
-            tracing::error!("{e}");
+            tracing::error!(event = "error", unwritten = e.unwritten(), "{e}");
             ExitCode::FAILURE
         }
     }

@@ -59,7 +59,7 @@ pub enum Line {
 }
 
 impl Line {
-    /// Logs the line at INFO (`event` = `message` or `progress`; in JSON logs the fields
+    /// Logs the line at INFO (`event` = `outcome` or `progress`; in JSON logs the fields
     /// are what a reader should rely on).
     pub fn log(&self) {
         match self {
@@ -71,7 +71,7 @@ impl Line {
             } => {
                 let tx_id = tx_id.as_deref().unwrap_or("-");
                 info!(
-                    event = "message",
+                    event = "outcome",
                     outcome, tx_id, partition, offset, "{outcome}"
                 );
             }
