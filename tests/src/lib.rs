@@ -434,18 +434,21 @@ pub async fn table_rows(client: &tokio_postgres::Client, table: &str) -> Result<
         .await?;
     rows.iter()
         .map(|r| {
-            let ts: chrono::NaiveDateTime = r.get(6);
-            let ms: Option<i32> = r.get(9);
+            let ts: chrono::NaiveDateTime = r.get("timestamp");
+            let ms: Option<i32> = r.get("processing_time_ms");
             Ok(Transaction {
-                tx_id: r.get::<_, String>(0).parse()?,
-                user_id: r.get::<_, String>(1).parse()?,
-                amount: r.get(2),
-                currency: r.get::<_, String>(3).parse().map_err(anyhow::Error::msg)?,
-                merchant: r.get(4),
-                category: r.get(5),
+                tx_id: r.get::<_, String>("tx_id").parse()?,
+                user_id: r.get::<_, String>("user_id").parse()?,
+                amount: r.get("amount"),
+                currency: r
+                    .get::<_, String>("currency")
+                    .parse()
+                    .map_err(anyhow::Error::msg)?,
+                merchant: r.get("merchant"),
+                category: r.get("category"),
                 timestamp: ts.and_utc(),
-                source_system: r.get(7),
-                transaction_type: r.get(8),
+                source_system: r.get("source_system"),
+                transaction_type: r.get("transaction_type"),
                 processing_time_ms: ms.map(u32::try_from).transpose()?,
             })
         })

@@ -19,7 +19,7 @@ pub struct Column {
 /// and not to one of them does not compile.
 pub const N: usize = 10;
 
-/// The written columns, in the order of [`super::rows::Columns`] and of every statement.
+/// The written columns, in the order of every statement and value list (`rows`, `conflicts`).
 pub const COLUMNS: [Column; N] = [
     col("tx_id", Type::VARCHAR, "varchar[]"),
     col("user_id", Type::VARCHAR, "varchar[]"),

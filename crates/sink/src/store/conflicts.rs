@@ -124,18 +124,19 @@ struct StoredRow {
 }
 
 impl StoredRow {
-    /// Reads a row of the comparison query; fails on values the Rust types cannot hold.
+    /// Reads a row of the comparison query by column name; fails on values the Rust types
+    /// cannot hold.
     fn read(r: &tokio_postgres::Row) -> Result<Self, tokio_postgres::Error> {
         Ok(StoredRow {
-            user_id: r.try_get(1)?,
-            amount: r.try_get(2)?,
-            currency: r.try_get(3)?,
-            merchant: r.try_get(4)?,
-            category: r.try_get(5)?,
-            timestamp: r.try_get(6)?,
-            source_system: r.try_get(7)?,
-            transaction_type: r.try_get(8)?,
-            processing_time_ms: r.try_get(9)?,
+            user_id: r.try_get("user_id")?,
+            amount: r.try_get("amount")?,
+            currency: r.try_get("currency")?,
+            merchant: r.try_get("merchant")?,
+            category: r.try_get("category")?,
+            timestamp: r.try_get("timestamp")?,
+            source_system: r.try_get("source_system")?,
+            transaction_type: r.try_get("transaction_type")?,
+            processing_time_ms: r.try_get("processing_time_ms")?,
         })
     }
 
@@ -168,5 +169,66 @@ impl StoredRow {
             .zip(differs)
             .filter_map(|(c, differs)| differs.then_some(c.name))
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Transaction {
+        Transaction::from_json(
+            br#"{"tx_id":"11111111-1111-4111-8111-111111111111","user_id":"22222222-2222-4222-8222-222222222222","amount":12.34,"currency":"EUR","merchant":"M","category":"C","timestamp":"2026-01-02T03:04:05.678901Z","source_system":"s","transaction_type":"t","processing_time_ms":150}"#,
+        )
+        .expect("a valid transaction")
+    }
+
+    fn stored(t: &Transaction) -> StoredRow {
+        StoredRow {
+            user_id: t.user_id.to_string(),
+            amount: t.amount,
+            currency: t.currency.as_str().to_owned(),
+            merchant: t.merchant.clone(),
+            category: t.category.clone(),
+            timestamp: t.timestamp.naive_utc(),
+            source_system: t.source_system.clone(),
+            transaction_type: t.transaction_type.clone(),
+            processing_time_ms: t.processing_time_ms.map(|v| v as i32),
+        }
+    }
+
+    /// Each field changed alone is reported under its column's name; the optional ones
+    /// only when both sides have a value.
+    #[test]
+    fn a_difference_is_named_after_its_column() {
+        let row = stored(&sample());
+        assert!(row.differences(&sample()).is_empty());
+        type Change = fn(&mut Transaction);
+        let cases: [(&str, Change); 9] = [
+            ("user_id", |t| t.user_id = uuid::Uuid::nil()),
+            ("amount", |t| t.amount += Decimal::ONE),
+            ("currency", |t| t.currency = "USD".parse().expect("USD")),
+            ("merchant", |t| t.merchant.push('x')),
+            ("category", |t| t.category.push('x')),
+            ("timestamp", |t| {
+                t.timestamp += chrono::Duration::microseconds(1)
+            }),
+            ("source_system", |t| t.source_system = Some("other".into())),
+            ("transaction_type", |t| {
+                t.transaction_type = Some("other".into())
+            }),
+            ("processing_time_ms", |t| t.processing_time_ms = Some(151)),
+        ];
+        for (name, change) in cases {
+            let mut t = sample();
+            change(&mut t);
+            assert_eq!(row.differences(&t), [name], "{name} changed alone");
+        }
+        // a copy in the seed table's shape (no optional fields) is the same row
+        let mut seed_shape = sample();
+        seed_shape.source_system = None;
+        seed_shape.transaction_type = None;
+        seed_shape.processing_time_ms = None;
+        assert!(row.differences(&seed_shape).is_empty());
     }
 }

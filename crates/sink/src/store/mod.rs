@@ -1,22 +1,24 @@
-//! PostgreSQL: the connection pool, the schema, and the batch write. The only module that
-//! touches SQL.
+//! PostgreSQL: the connection pool and the batch write. With `schema` (catalog checks and
+//! DDL at start-up), the only module that runs SQL.
 //!
 //! A batch is one database transaction holding, together:
 //! 1. the offset advance of each partition in the batch, conditional on the offset the sink
 //!    expects (a stale owner that lost the partition in a rebalance finds another value
 //!    and rolls back instead of writing);
-//! 2. the rows, `INSERT … SELECT FROM UNNEST(arrays) ON CONFLICT (tx_id) DO NOTHING
-//!    RETURNING tx_id`; when PostgreSQL rejects a row for good (SQLSTATE class 22 or 23)
-//!    the batch is split in halves under savepoints until the bad rows are isolated, so
-//!    one bad row never holds back the good ones;
+//! 2. the rows: a binary COPY of the whole batch under a savepoint; when it fails on a
+//!    data error (a redelivered `tx_id`, a rejected row), `INSERT … SELECT FROM
+//!    UNNEST(arrays) ON CONFLICT (tx_id) DO NOTHING RETURNING tx_id`; when PostgreSQL
+//!    rejects a row for good (SQLSTATE class 22 or 23) the batch is split in halves under
+//!    savepoints until the bad rows are isolated, so one bad row never holds back the
+//!    good ones;
 //! 3. the dead letters: undecodable messages, rejected rows, and conflicting duplicates
 //!    (a `tx_id` already stored with different content).
 //!
 //! So rows, dead letters and offsets commit or roll back as one: "written or parked" and
 //! "offset advanced" can never part.
 //!
-//! Here: the pool and the batch transaction; `rows` inserts (COPY, and the isolating
-//! fallback); `conflicts` compares what was not inserted with the stored rows;
+//! Here: the pool and the batch transaction; `columns` is the one list of written columns;
+//! `rows` inserts (COPY, and the isolating fallback); `conflicts` compares what was not inserted with the stored rows;
 //! `dead_letters` parks; `offsets` loads and resets stored offsets outside a batch;
 //! `replay` replays dead letters after a fix.
 

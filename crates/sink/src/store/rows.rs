@@ -144,29 +144,79 @@ impl Store {
         let sink = tx.copy_in(&self.copy_sql).await?;
         let writer = BinaryCopyInWriter::new(sink, &columns::copy_types());
         let mut writer = std::pin::pin!(writer);
-        let (mut tx_buf, mut user_buf) = ([0u8; Hyphenated::LENGTH], [0u8; Hyphenated::LENGTH]);
+        let mut ids = Ids::default();
         for t in rows {
-            let tx_id: &str = t.tx_id.hyphenated().encode_lower(&mut tx_buf);
-            let user_id: &str = t.user_id.hyphenated().encode_lower(&mut user_buf);
-            // Invariant: Transaction::validate checked that it fits an INTEGER.
-            let ms = t
-                .processing_time_ms
-                .map(|ms| i32::try_from(ms).unwrap_or(i32::MAX));
-            let row: [&(dyn ToSql + Sync); columns::N] = [
-                &tx_id,
-                &user_id,
-                &t.amount,
-                &t.currency.as_str(),
-                &t.merchant,
-                &t.category,
-                &t.timestamp.naive_utc(),
-                &t.source_system.as_deref(),
-                &t.transaction_type.as_deref(),
-                &ms,
-            ];
-            writer.as_mut().write(&row).await?;
+            let row = Row::of(t, &mut ids);
+            writer.as_mut().write(&row.values()).await?;
         }
         Ok(writer.finish().await?)
+    }
+}
+
+/// Buffers for the text form of a row's two UUIDs.
+struct Ids {
+    tx_id: [u8; Hyphenated::LENGTH],
+    user_id: [u8; Hyphenated::LENGTH],
+}
+
+impl Default for Ids {
+    fn default() -> Self {
+        Ids {
+            tx_id: [0; Hyphenated::LENGTH],
+            user_id: [0; Hyphenated::LENGTH],
+        }
+    }
+}
+
+/// One transaction's values as the table stores them: what the COPY writes for it and
+/// what the `UNNEST` arrays hold at its index. Fields by name; [`Row::values`] orders them.
+#[derive(Debug)]
+struct Row<'t, 'i> {
+    tx_id: &'i str,
+    user_id: &'i str,
+    amount: Decimal,
+    currency: &'t str,
+    merchant: &'t str,
+    category: &'t str,
+    timestamp: NaiveDateTime,
+    source_system: Option<&'t str>,
+    transaction_type: Option<&'t str>,
+    processing_time_ms: Option<i32>,
+}
+
+impl<'t, 'i> Row<'t, 'i> {
+    fn of(t: &'t Transaction, ids: &'i mut Ids) -> Row<'t, 'i> {
+        Row {
+            tx_id: t.tx_id.hyphenated().encode_lower(&mut ids.tx_id),
+            user_id: t.user_id.hyphenated().encode_lower(&mut ids.user_id),
+            amount: t.amount,
+            currency: t.currency.as_str(),
+            merchant: &t.merchant,
+            category: &t.category,
+            timestamp: t.timestamp.naive_utc(),
+            source_system: t.source_system.as_deref(),
+            transaction_type: t.transaction_type.as_deref(),
+            // Invariant: Transaction::validate checked that it fits an INTEGER.
+            processing_time_ms: t
+                .processing_time_ms
+                .map(|ms| i32::try_from(ms).unwrap_or(i32::MAX)),
+        }
+    }
+
+    /// The values in the order of [`columns::COLUMNS`] (checked by name in the tests).
+    fn values(&self) -> [&(dyn ToSql + Sync); columns::N] {
+        [
+            &self.tx_id,
+            &self.user_id,
+            &self.amount,
+            &self.currency,
+            &self.merchant,
+            &self.category,
+            &self.timestamp,
+            &self.source_system,
+            &self.transaction_type,
+            &self.processing_time_ms,
+        ]
     }
 }
 
@@ -199,28 +249,27 @@ impl<'a> From<&[&'a Transaction]> for Columns<'a> {
             transaction_type: Vec::with_capacity(n),
             processing_time_ms: Vec::with_capacity(n),
         };
-        for r in rows {
-            c.tx_id.push(r.tx_id.to_string());
-            c.user_id.push(r.user_id.to_string());
+        let mut ids = Ids::default();
+        for t in rows {
+            let r = Row::of(t, &mut ids);
+            c.tx_id.push(r.tx_id.to_owned());
+            c.user_id.push(r.user_id.to_owned());
             c.amount.push(r.amount);
-            c.currency.push(r.currency.as_str());
-            c.merchant.push(&r.merchant);
-            c.category.push(&r.category);
-            c.timestamp.push(r.timestamp.naive_utc());
-            c.source_system.push(r.source_system.as_deref());
-            c.transaction_type.push(r.transaction_type.as_deref());
-            // Invariant: Transaction::validate checked that it fits an INTEGER.
-            c.processing_time_ms.push(
-                r.processing_time_ms
-                    .map(|ms| i32::try_from(ms).unwrap_or(i32::MAX)),
-            );
+            c.currency.push(r.currency);
+            c.merchant.push(r.merchant);
+            c.category.push(r.category);
+            c.timestamp.push(r.timestamp);
+            c.source_system.push(r.source_system);
+            c.transaction_type.push(r.transaction_type);
+            c.processing_time_ms.push(r.processing_time_ms);
         }
         c
     }
 }
 
 impl Columns<'_> {
-    /// The `UNNEST` parameters, one array per written column.
+    /// The `UNNEST` parameters, one array per written column, in the order of
+    /// [`columns::COLUMNS`] (checked against [`Row::values`] in the tests).
     fn params(&self) -> [&(dyn ToSql + Sync); columns::N] {
         [
             &self.tx_id,
@@ -234,5 +283,67 @@ impl Columns<'_> {
             &self.transaction_type,
             &self.processing_time_ms,
         ]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The positional lists (a COPY row, the UNNEST parameters) hold each column's value
+    /// at the column's index in COLUMNS, with a type the column takes: a swap of two
+    /// columns of the same type fails here, not in a table.
+    #[test]
+    fn copy_values_and_unnest_parameters_follow_the_columns_by_name() {
+        let t = Transaction::from_json(
+            br#"{"tx_id":"11111111-1111-4111-8111-111111111111","user_id":"22222222-2222-4222-8222-222222222222","amount":12.34,"currency":"EUR","merchant":"The Merchant","category":"The Category","timestamp":"2026-01-02T03:04:05.678901Z","source_system":"the_source","transaction_type":"the_type","processing_time_ms":150}"#,
+        )
+        .expect("a valid transaction");
+        let expected = |name: &str| -> String {
+            match name {
+                "tx_id" => format!("{:?}", t.tx_id.to_string()),
+                "user_id" => format!("{:?}", t.user_id.to_string()),
+                "amount" => format!("{:?}", t.amount),
+                "currency" => format!("{:?}", t.currency.as_str()),
+                "merchant" => format!("{:?}", t.merchant.as_str()),
+                "category" => format!("{:?}", t.category.as_str()),
+                "timestamp" => format!("{:?}", t.timestamp.naive_utc()),
+                "source_system" => format!("{:?}", t.source_system.as_deref()),
+                "transaction_type" => format!("{:?}", t.transaction_type.as_deref()),
+                "processing_time_ms" => format!("{:?}", t.processing_time_ms.map(|v| v as i32)),
+                other => panic!("a column the test does not know: {other}"),
+            }
+        };
+        let mut ids = Ids::default();
+        let row = Row::of(&t, &mut ids);
+        let values = row.values();
+        let one = [&t];
+        let cols = Columns::from(&one[..]);
+        let params = cols.params();
+        for (i, c) in columns::COLUMNS.iter().enumerate() {
+            assert_eq!(
+                format!("{:?}", values[i]),
+                expected(c.name),
+                "COPY value of {}",
+                c.name
+            );
+            assert_eq!(
+                format!("{:?}", params[i]),
+                format!("[{}]", expected(c.name)),
+                "UNNEST parameter of {}",
+                c.name
+            );
+            let mut buf = bytes::BytesMut::new();
+            assert!(
+                values[i].to_sql_checked(&c.pg_type, &mut buf).is_ok(),
+                "{} takes its value",
+                c.name
+            );
+        }
+        // the values are distinct, so a swap cannot go unnoticed
+        let mut shown: Vec<String> = columns::COLUMNS.iter().map(|c| expected(c.name)).collect();
+        shown.sort();
+        shown.dedup();
+        assert_eq!(shown.len(), columns::N);
     }
 }
