@@ -200,6 +200,8 @@ struct Sink<'a> {
     consumer: &'a SinkConsumer,
     /// Where batches, offsets and dead letters are written.
     store: &'a Store,
+    /// The effective configuration: topic, group, batch size and byte budget, retries,
+    /// probe and drain timings.
     config: &'a SinkConfig,
     /// Cancelled on the stop signal: the loop finishes the batch in hand and returns.
     shutdown: &'a CancellationToken,

@@ -145,6 +145,35 @@ pub(super) fn forget_stale_write(
         .collect()
 }
 
+/// After a seek of a plan (`done`: librdkafka took it). A seek that worked clears its
+/// retry. A failed seek back forgets the partition's position, so its next message reloads
+/// it and seeks again (a later message is never accepted past the gap), and is retried
+/// (`reseek`; a quiet partition has no next message). A failed seek ahead is only a lost
+/// optimisation: the messages below the stored offset are filtered anyway.
+pub(super) fn sought(
+    positions: &mut HashMap<i32, Position>,
+    reseek: &mut HashMap<i32, i64>,
+    seek: &Seek,
+    done: bool,
+) {
+    if done {
+        reseek.remove(&seek.partition);
+    } else if !seek.ahead {
+        positions.remove(&seek.partition);
+        reseek.insert(seek.partition, seek.offset);
+    }
+}
+
+/// After the log-end check of a stored offset the consumer was behind (`known`: the log
+/// end could be read; past it the sink stops instead). When it could not be read, the
+/// position is forgotten, so the partition's next message loads it and checks again (its
+/// messages below the stored offset stay filtered).
+pub(super) fn log_end_checked(positions: &mut HashMap<i32, Position>, partition: i32, known: bool) {
+    if !known {
+        positions.remove(&partition);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -267,15 +296,17 @@ mod tests {
         let mut positions = HashMap::from([(0, stored(Some(10)))]);
         let plan1 = plan(&mut positions, vec![msg(0, 15)]);
         assert_eq!(plan1.seeks.len(), 1);
-        // the seek failed: Sink::plan forgets the position; it is reloaded (10, not
-        // sought) before the next batch, so a message past the gap is not accepted
         let mut kept = positions.clone();
         assert_eq!(
             accepted_at(&plan(&mut kept, vec![msg(0, 16)])),
             [(0, 16)],
             "a position kept after a failed seek would accept 16, past the gap 10..15"
         );
-        positions.remove(&0);
+        // the seek failed: the position is forgotten, and reloaded (10, not sought)
+        // before the next batch, so a message past the gap is not accepted
+        let mut reseek = HashMap::new();
+        sought(&mut positions, &mut reseek, &plan1.seeks[0], false);
+        assert!(!positions.contains_key(&0));
         positions.insert(0, stored(Some(10)));
         let plan2 = plan(&mut positions, vec![msg(0, 16)]);
         assert!(plan2.accepted.is_empty());
@@ -287,6 +318,47 @@ mod tests {
                 ahead: false
             }]
         );
+    }
+
+    #[test]
+    fn seek_results_forget_positions_only_where_a_gap_could_be_skipped() {
+        let back = Seek {
+            partition: 0,
+            offset: 10,
+            ahead: false,
+        };
+        let ahead = Seek {
+            partition: 1,
+            offset: 5000,
+            ahead: true,
+        };
+        let mut positions = HashMap::from([(0, stored(Some(10))), (1, stored(Some(5000)))]);
+        let mut reseek = HashMap::from([(2, 7)]);
+        // failed: the seek back forgets and is retried; the seek ahead changes nothing
+        sought(&mut positions, &mut reseek, &back, false);
+        sought(&mut positions, &mut reseek, &ahead, false);
+        assert!(!positions.contains_key(&0) && positions.contains_key(&1));
+        assert_eq!(reseek, HashMap::from([(0, 10), (2, 7)]));
+        // retried and done: the retry is cleared
+        sought(&mut positions, &mut reseek, &back, true);
+        assert_eq!(reseek, HashMap::from([(2, 7)]));
+        // a log end that could not be read forgets the position; a known one keeps it
+        log_end_checked(&mut positions, 1, true);
+        assert!(positions.contains_key(&1));
+        log_end_checked(&mut positions, 1, false);
+        assert!(!positions.contains_key(&1));
+    }
+
+    #[test]
+    fn a_gap_after_the_first_message_of_a_batch_is_accepted() {
+        // offsets that do not exist (compaction, transaction markers) inside a batch are
+        // not a consumer ahead of the database: only the first message is compared with
+        // the stored offset
+        let mut positions = HashMap::from([(0, stored(Some(10)))]);
+        let plan = plan(&mut positions, vec![msg(0, 10), msg(0, 11), msg(0, 15)]);
+        assert_eq!(accepted_at(&plan), [(0, 10), (0, 11), (0, 15)]);
+        assert!(plan.seeks.is_empty());
+        assert_eq!(plan.advances[0].next, 16);
     }
 
     #[test]

@@ -10,7 +10,7 @@ use tokio::time::Instant;
 use tracing::{debug, error, warn};
 
 use super::context::{lock, seek};
-use super::plan::{Plan, Position, plan};
+use super::plan::{Plan, Position, log_end_checked, plan, sought};
 use super::{ConsumeError, RESEEK_EVERY, Sink};
 use crate::error::StoreError;
 use crate::message::Message;
@@ -161,19 +161,12 @@ impl Sink<'_> {
         let plan = plan(&mut self.positions, batch);
         self.report.skipped += plan.skipped;
         for &(partition, stored) in &plan.behind {
-            if !self.check_log_end(partition, stored)? {
-                // unknown: forget the position, so the partition's next message loads it
-                // and checks again (its messages below the stored offset stay filtered)
-                self.positions.remove(&partition);
-            }
+            let known = self.check_log_end(partition, stored)?;
+            log_end_checked(&mut self.positions, partition, known);
         }
         for s in &plan.seeks {
-            if seek(self.consumer, &self.config.topic, s.partition, s.offset) {
-                self.reseek.remove(&s.partition);
-            } else if !s.ahead {
-                self.positions.remove(&s.partition);
-                self.reseek.insert(s.partition, s.offset);
-            }
+            let done = seek(self.consumer, &self.config.topic, s.partition, s.offset);
+            sought(&mut self.positions, &mut self.reseek, s, done);
         }
         Ok(plan)
     }
