@@ -5,13 +5,20 @@
 #   - a PostgreSQL server from the machine's Debian packages (installed with apt
 #     when missing), with the database and user of the pipeline.
 #
-# Usage: scripts/stack.sh [--brokers N] [--state DIR] up|down|status|clean [kafka|postgres]
+# Usage: scripts/stack.sh [--brokers N] [--state DIR] [--tls] up|down|status|clean [kafka|postgres]
 #        scripts/stack.sh [--state DIR] psql [PSQL ARGS]   (superuser psql into POSTGRES_DB)
 #
 #   --brokers 3     a three-node Kafka cluster (replication factor 3, min.insync.replicas=2)
 #                   on ports KAFKA_PORT..KAFKA_PORT+2 (also: KAFKA_BROKERS=3)
 #   --state DIR     keep this stack's data, logs and pids in DIR (default .stack/), so tests
 #                   can run private stacks on other ports (also: STACK_STATE_DIR)
+#   --tls           as a managed service is: a throw-away CA and server certificate in
+#                   DIR/tls (ca.crt is what clients trust), PostgreSQL accepting only TLS
+#                   connections over TCP (hostssl; plain ones are rejected), and each Kafka
+#                   node with an extra SASL_SSL listener on its port + 200, advertised as
+#                   localhost, with SCRAM-SHA-256 and -512 users KAFKA_SASL_USERNAME
+#                   (default kafka_sink) / KAFKA_SASL_PASSWORD (default kafka_sink) created
+#                   when the storage is formatted (also: STACK_TLS=1). PLAINTEXT stays.
 #   kafka|postgres  act on one server only: `down postgres` then `up postgres` restarts
 #                   PostgreSQL (fast shutdown)
 #
@@ -28,10 +35,12 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 LIBS="$ROOT/.stack/kafka/libs"
 BROKERS=${KAFKA_BROKERS:-1}
 STATE=${STACK_STATE_DIR:-$ROOT/.stack}
+TLS=${STACK_TLS:-0}
 while [ $# -gt 0 ]; do
   case "$1" in
     --brokers) BROKERS=$2; shift 2 ;;
     --state) STATE=$2; shift 2 ;;
+    --tls) TLS=1; shift ;;
     *) break ;;
   esac
 done
@@ -40,6 +49,7 @@ mkdir -p "$STATE"
 STATE=$(cd "$STATE" && pwd)
 KAFKA_DIR="$STATE/kafka"
 PG_DIR="$STATE/postgres"
+TLS_DIR="$STATE/tls"
 
 log() { printf 'stack: %s\n' "$*" >&2; }
 die() { printf 'stack: error: %s\n' "$*" >&2; exit 1; }
@@ -97,6 +107,37 @@ kafka_jars() {
   echo "$want" >"$stamp"
 }
 
+# --- TLS (--tls) -------------------------------------------------------------------
+# A throw-away CA and a server certificate for localhost and 127.0.0.1, made once per
+# state folder. Clients trust $TLS_DIR/ca.crt.
+tls_certs() {
+  [ -s "$TLS_DIR/server.crt" ] && [ -s "$TLS_DIR/kafka.pem" ] && return 0
+  command -v openssl >/dev/null || die "--tls needs openssl: apt-get install openssl"
+  mkdir -p "$TLS_DIR"
+  chmod 755 "$TLS_DIR"
+  log "making a throw-away CA and a server certificate in $TLS_DIR"
+  printf '%s\n' '[req]' 'distinguished_name = dn' 'prompt = no' 'x509_extensions = v3_ca' \
+    '[dn]' 'CN = kafka-sink stack CA' '[v3_ca]' 'basicConstraints = critical,CA:TRUE' \
+    'keyUsage = critical,keyCertSign,cRLSign' 'subjectKeyIdentifier = hash' >"$TLS_DIR/ca.cnf"
+  printf '%s\n' 'basicConstraints = CA:FALSE' 'keyUsage = critical,digitalSignature,keyEncipherment' \
+    'extendedKeyUsage = serverAuth' 'subjectAltName = DNS:localhost,IP:127.0.0.1' >"$TLS_DIR/server.ext"
+  (
+    cd "$TLS_DIR" || exit 1
+    umask 077
+    openssl req -x509 -config ca.cnf -newkey rsa:2048 -nodes -days 30 \
+      -keyout ca.key -out ca.crt 2>/dev/null &&
+      openssl req -new -newkey rsa:2048 -nodes -subj "/CN=localhost" \
+        -keyout server.key -out server.csr 2>/dev/null &&
+      openssl x509 -req -in server.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 30 \
+        -extfile server.ext -out server.crt 2>/dev/null &&
+      # Kafka's PEM key store: the key (PKCS#8) and the certificate in one file
+      openssl pkcs8 -topk8 -nocrypt -in server.key -out server.pk8 &&
+      cat server.pk8 server.crt >kafka.pem &&
+      chmod 644 ca.crt server.crt
+  ) || die "openssl could not make the certificates in $TLS_DIR"
+}
+tls_port() { echo $(($(broker_port "$1") + 200)); }
+
 node_dir() { echo "$KAFKA_DIR/node$1"; }
 broker_port() { echo $((KAFKA_PORT + $1 - 1)); }
 controller_port() { echo $((KAFKA_CONTROLLER_PORT + $1 - 1)); }
@@ -120,11 +161,8 @@ kafka_config() { # node
 process.roles=broker,controller
 node.id=$i
 controller.quorum.voters=$voters
-listeners=PLAINTEXT://127.0.0.1:$(broker_port "$i"),CONTROLLER://127.0.0.1:$(controller_port "$i")
-advertised.listeners=PLAINTEXT://127.0.0.1:$(broker_port "$i")
 inter.broker.listener.name=PLAINTEXT
 controller.listener.names=CONTROLLER
-listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT
 log.dirs=$dir/data
 num.partitions=3
 auto.create.topics.enable=true
@@ -139,6 +177,25 @@ share.coordinator.state.topic.min.isr=$isr
 group.initial.rebalance.delay.ms=0
 log.cleaner.dedupe.buffer.size=16777216
 EOF
+  if [ "$TLS" = 1 ]; then
+    cat >>"$dir/server.properties" <<EOF
+# --tls: an extra SASL_SSL listener with SCRAM users (made at format time)
+listeners=PLAINTEXT://127.0.0.1:$(broker_port "$i"),CONTROLLER://127.0.0.1:$(controller_port "$i"),SASL_SSL://127.0.0.1:$(tls_port "$i")
+advertised.listeners=PLAINTEXT://127.0.0.1:$(broker_port "$i"),SASL_SSL://localhost:$(tls_port "$i")
+listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT,SASL_SSL:SASL_SSL
+sasl.enabled.mechanisms=SCRAM-SHA-256,SCRAM-SHA-512
+listener.name.sasl_ssl.scram-sha-256.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
+listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
+ssl.keystore.type=PEM
+ssl.keystore.location=$TLS_DIR/kafka.pem
+EOF
+  else
+    cat >>"$dir/server.properties" <<EOF
+listeners=PLAINTEXT://127.0.0.1:$(broker_port "$i"),CONTROLLER://127.0.0.1:$(controller_port "$i")
+advertised.listeners=PLAINTEXT://127.0.0.1:$(broker_port "$i")
+listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT
+EOF
+  fi
   cat >"$dir/log4j2.properties" <<EOF
 status = warn
 appender.file.type = RollingFile
@@ -195,6 +252,14 @@ kafka_up() {
   fi
   mkdir -p "$KAFKA_DIR"
   kafka_jars
+  local scram=()
+  if [ "$TLS" = 1 ]; then
+    tls_certs
+    local user=${KAFKA_SASL_USERNAME:-kafka_sink} pass=${KAFKA_SASL_PASSWORD:-kafka_sink}
+    # (the format tool takes credentials only as arguments: a process of a few seconds)
+    scram=(--add-scram "SCRAM-SHA-256=[name=$user,password=$pass]"
+      --add-scram "SCRAM-SHA-512=[name=$user,password=$pass]")
+  fi
   # every node of a cluster is formatted once, with the same cluster id
   if [ ! -s "$KAFKA_DIR/cluster.id" ]; then
     kafka_config 1
@@ -206,9 +271,13 @@ kafka_up() {
     kafka_config "$i"
     if [ ! -f "$dir/data/meta.properties" ]; then
       kafka_java "$i" kafka.tools.StorageTool format -t "$id" -c "$dir/server.properties" \
-        >"$dir/logs/format.log" 2>&1 || die "formatting Kafka storage failed; see $dir/logs/format.log"
+        ${scram[@]+"${scram[@]}"} >"$dir/logs/format.log" 2>&1 || die "formatting Kafka storage failed; see $dir/logs/format.log"
     fi
-    log "starting Kafka node $i on 127.0.0.1:$(broker_port "$i")"
+    if [ "$TLS" = 1 ]; then
+      log "starting Kafka node $i on 127.0.0.1:$(broker_port "$i") and SASL_SSL localhost:$(tls_port "$i")"
+    else
+      log "starting Kafka node $i on 127.0.0.1:$(broker_port "$i")"
+    fi
     kafka_java_cmd "$i"
     setsid "${KAFKA_JAVA[@]}" kafka.Kafka "$dir/server.properties" \
       >"$dir/logs/stdout.log" 2>&1 </dev/null &
@@ -270,6 +339,23 @@ pg_psql() { # superuser psql over the private socket
   as_pg "$BIN/psql" -X -q -v ON_ERROR_STOP=1 -h "$PG_DIR/run" -p "$POSTGRES_PORT" -U postgres "$@"
 }
 
+# Who may connect: over TCP with a SCRAM password (with --tls only over TLS: plain
+# connections are rejected, as a managed service does).
+pg_hba() {
+  local host=host
+  [ "$TLS" = 1 ] && host=hostssl
+  {
+    echo "# Generated by scripts/stack.sh"
+    echo "local all all trust"
+    echo "$host all all 127.0.0.1/32 scram-sha-256"
+    echo "$host all all ::1/128 scram-sha-256"
+    if [ "$TLS" = 1 ]; then
+      echo "hostnossl all all 0.0.0.0/0 reject"
+      echo "hostnossl all all ::/0 reject"
+    fi
+  } | as_pg tee "$PG_DIR/data/pg_hba.conf" >/dev/null
+}
+
 pg_up() {
   pg_install
   BIN=$(pg_bindir)
@@ -291,9 +377,21 @@ pg_up() {
         --auth-local=trust --auth-host=scram-sha-256 >"$PG_DIR/initdb.log" 2>&1 ||
         die "initdb failed; see $PG_DIR/initdb.log"
     fi
-    log "starting PostgreSQL on 127.0.0.1:$POSTGRES_PORT"
+    local tls_opts=""
+    if [ "$TLS" = 1 ]; then
+      tls_certs
+      # the server's copy of its key: owned by the server's user, private
+      cp "$TLS_DIR/server.crt" "$TLS_DIR/server.key" "$PG_DIR/"
+      [ "$(id -u)" = 0 ] && chown postgres: "$PG_DIR/server.crt" "$PG_DIR/server.key"
+      chmod 600 "$PG_DIR/server.key"
+      tls_opts="-c ssl=on -c ssl_cert_file=$PG_DIR/server.crt -c ssl_key_file=$PG_DIR/server.key"
+      log "starting PostgreSQL on 127.0.0.1:$POSTGRES_PORT (TLS only)"
+    else
+      log "starting PostgreSQL on 127.0.0.1:$POSTGRES_PORT"
+    fi
+    pg_hba
     as_pg "$BIN/pg_ctl" -D "$PG_DIR/data" -l "$PG_DIR/server.log" -w -t 60 start \
-      -o "-c listen_addresses=127.0.0.1 -p $POSTGRES_PORT -k $PG_DIR/run -c max_connections=200 -c fsync=on" \
+      -o "-c listen_addresses=127.0.0.1 -p $POSTGRES_PORT -k $PG_DIR/run -c max_connections=200 -c fsync=on $tls_opts" \
       >/dev/null || { tail -n 20 "$PG_DIR/server.log" >&2; die "PostgreSQL did not start; see $PG_DIR/server.log"; }
   fi
   # Role and database of the pipeline (idempotent).

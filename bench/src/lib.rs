@@ -13,9 +13,7 @@ pub async fn connect(pg: &PgArgs) -> anyhow::Result<tokio_postgres::Client> {
         application_name: "txn-bench".into(),
         // the bench's own statements are not bounded like the sink's
         statement_timeout: std::time::Duration::from_secs(3600),
-        ..PgConfig::from(pg.clone())
+        ..pg.clone().resolve()?
     };
-    let (client, conn) = config.tokio_config().connect(tokio_postgres::NoTls).await?;
-    tokio::spawn(conn);
-    Ok(client)
+    Ok(config.connect().await?)
 }

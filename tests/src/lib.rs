@@ -380,13 +380,9 @@ pub fn start_sink(config: sink::SinkConfig) -> RunningSink {
 /// A PostgreSQL client of the stack.
 pub async fn pg(stack: &Stack) -> Result<tokio_postgres::Client> {
     let pg = &stack.pg;
-    let (client, conn) = pg
-        .tokio_config()
-        .connect(tokio_postgres::NoTls)
+    pg.connect()
         .await
-        .context("cannot connect to the stack's PostgreSQL: run scripts/stack.sh up")?;
-    tokio::spawn(conn);
-    Ok(client)
+        .context("cannot connect to the stack's PostgreSQL: run scripts/stack.sh up")
 }
 
 /// Rows in `table` (0 when it does not exist yet).

@@ -809,10 +809,10 @@ async fn a_stop_while_the_producer_waits_on_a_full_local_queue_still_drains() ->
     create_topic(&stack, &topic, 1).await?;
     let mut config = producer_config(&stack, &topic, 1_000);
     // a local queue of one message that is held back 3 s: every other send waits on it
-    config.kafka_options = vec![
+    config.kafka_options = txn_runtime::kafka::KafkaOptions(vec![
         ("queue.buffering.max.messages".into(), "1".into()),
         ("linger.ms".into(), "3000".into()),
-    ];
+    ]);
     config.count = None;
     let stop = tokio_util::sync::CancellationToken::new();
     let run = tokio::spawn(producer::run(config, stop.clone()));
@@ -1074,11 +1074,11 @@ async fn large_messages_behind_a_large_fetch_queue_are_written_within_the_byte_b
     let mut config = sink_config(&stack, &topic, &table);
     config.buffer_bytes = 8 << 20;
     // librdkafka may fetch the whole backlog at once
-    config.kafka_options = vec![
+    config.kafka_options = txn_runtime::kafka::KafkaOptions(vec![
         ("queued.max.messages.kbytes".into(), "262144".into()),
         ("fetch.max.bytes".into(), "52428800".into()),
         ("max.partition.fetch.bytes".into(), "52428800".into()),
-    ];
+    ]);
     let sink = start_sink(config);
     wait_for_rows(&db, &table, 40, Duration::from_secs(120)).await?;
     let report = sink.stop().await?;

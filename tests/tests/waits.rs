@@ -107,10 +107,10 @@ async fn a_write_longer_than_max_poll_interval_keeps_the_partitions() -> anyhow:
     let db = pg(&stack).await?;
     let mut config = sink_config(&stack, &topic, &table);
     config.batch_size = 10;
-    config.kafka_options = vec![
+    config.kafka_options = txn_runtime::kafka::KafkaOptions(vec![
         ("max.poll.interval.ms".into(), "7000".into()),
         ("session.timeout.ms".into(), "6000".into()),
-    ];
+    ]);
     let sink = start_sink(config);
     produce(&stack, &topic, 5).await?;
     wait_for_rows(&db, &table, 5, Duration::from_secs(60)).await?;

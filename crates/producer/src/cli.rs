@@ -64,13 +64,18 @@ pub struct Args {
 
 impl Args {
     /// The effective configuration.
-    pub fn into_config(self) -> ProducerConfig {
+    ///
+    /// # Errors
+    /// Kafka security settings that cannot work (see
+    /// [`txn_runtime::kafka::KafkaArgs::security_options`]).
+    pub fn into_config(self) -> Result<ProducerConfig, txn_runtime::secret::ConfigError> {
         let pace = match self.rate {
             Some(0.0) => Pace::Unlimited,
             Some(r) => Pace::Rate(r),
             None => Pace::Interval(Duration::from_secs_f64(self.interval)),
         };
-        ProducerConfig {
+        let security = self.kafka.security_options()?;
+        Ok(ProducerConfig {
             bootstrap_servers: self.kafka.bootstrap_servers,
             topic: self.kafka.topic,
             users_path: self.users,
@@ -81,9 +86,9 @@ impl Args {
             delivery_timeout: Duration::from_secs(self.delivery_timeout),
             max_in_flight: self.max_in_flight,
             compression: self.compression,
-            kafka_options: self.kafka_options,
+            kafka_options: security.then(self.kafka_options),
             ..ProducerConfig::default()
-        }
+        })
     }
 }
 
@@ -116,7 +121,7 @@ mod tests {
 
     fn parse(args: &[&str]) -> Result<ProducerConfig, clap::Error> {
         Args::try_parse_from(std::iter::once("producer").chain(args.iter().copied()))
-            .map(Args::into_config)
+            .map(|a| a.into_config().expect("a usable configuration"))
     }
 
     #[test]
@@ -166,7 +171,7 @@ mod tests {
         ])
         .unwrap();
         assert_eq!(
-            c.kafka_options,
+            c.kafka_options.0,
             vec![
                 ("linger.ms".into(), "20".into()),
                 ("batch.size".into(), "1000".into())

@@ -78,7 +78,7 @@ pub struct ProducerConfig {
     /// Codec of the record batches (default LZ4).
     pub compression: Compression,
     /// Extra librdkafka properties (`key=value`), applied last.
-    pub kafka_options: Vec<(String, String)>,
+    pub kafka_options: txn_runtime::kafka::KafkaOptions,
 }
 
 impl Default for ProducerConfig {
@@ -95,7 +95,7 @@ impl Default for ProducerConfig {
             connect_timeout: Duration::from_secs(15),
             max_in_flight: 20_000,
             compression: Compression::default(),
-            kafka_options: Vec::new(),
+            kafka_options: txn_runtime::kafka::KafkaOptions::default(),
         }
     }
 }

@@ -7,13 +7,17 @@ use clap::Parser;
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    txn_runtime::load_dotenv();
+    let env_file = txn_runtime::load_dotenv();
     let args = producer::cli::Args::parse();
     txn_runtime::init_logging(args.log.log_format);
+    env_file.log();
+    let Some(config) = txn_runtime::effective(args.into_config()) else {
+        return ExitCode::from(2);
+    };
     let signals = txn_runtime::shutdown_on_signal("finishing in-flight messages");
 
     let result = tokio::select! {
-        r = producer::run(args.into_config(), signals.stop.clone()) => r,
+        r = producer::run(config, signals.stop.clone()) => r,
         _ = signals.force.cancelled() => return ExitCode::from(130),
     };
     match result {

@@ -5,15 +5,55 @@
 
 pub mod kafka;
 pub mod postgres;
+pub mod secret;
 
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
 
-/// Loads `.env` from the working directory (or a parent), if there is one. Variables
-/// already in the environment win. Call before parsing flags, so `.env` values serve as
-/// their environment twins.
-pub fn load_dotenv() {
-    let _ = dotenvy::dotenv();
+/// Loads `.env` from the working directory, if there is one (never from a parent: a stray
+/// file above the checkout must not configure the binaries). Variables already in the
+/// environment win. Call before parsing flags, so `.env` values serve as their
+/// environment twins. Returns the file loaded, or why it could not be, for the start-up
+/// line.
+pub fn load_dotenv() -> EnvFile {
+    let path = std::path::Path::new(".env");
+    if !path.exists() {
+        return EnvFile::None;
+    }
+    let shown = std::env::current_dir()
+        .map(|d| d.join(path))
+        .unwrap_or_else(|_| path.to_path_buf());
+    match dotenvy::from_path(path) {
+        Ok(()) => EnvFile::Loaded(shown),
+        Err(e) => EnvFile::Unreadable(shown, e.to_string()),
+    }
+}
+
+/// What [`load_dotenv`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EnvFile {
+    /// No `.env` in the working directory.
+    None,
+    /// This file was loaded.
+    Loaded(std::path::PathBuf),
+    /// This file exists but could not be read or parsed (why).
+    Unreadable(std::path::PathBuf, String),
+}
+
+impl EnvFile {
+    /// Logs it: where the settings came from (a warning when the file could not be used).
+    pub fn log(&self) {
+        match self {
+            EnvFile::None => tracing::info!(
+                env_file = "none",
+                "no .env in the working directory: settings from the environment and flags"
+            ),
+            EnvFile::Loaded(p) => tracing::info!(env_file = %p.display(), "loaded .env"),
+            EnvFile::Unreadable(p, e) => {
+                tracing::warn!(env_file = %p.display(), error = %e, "cannot use .env: fix or remove it; settings from the environment and flags")
+            }
+        }
+    }
 }
 
 /// How log lines are written.
@@ -69,6 +109,22 @@ pub fn init_logging(format: LogFormat) {
                     .unwrap_or_default();
                 tracing::error!(event = "panic", at, "panicked: {payload}");
             }));
+        }
+    }
+}
+
+/// Logs the effective configuration in one line (`event = "config"`; secrets are redacted
+/// by the types' `Debug`), or the reason it cannot be used (`event = "error"`): `None`
+/// then, and the binary exits 2.
+pub fn effective<T: std::fmt::Debug>(config: Result<T, secret::ConfigError>) -> Option<T> {
+    match config {
+        Ok(c) => {
+            tracing::info!(event = "config", config = ?c, "configuration");
+            Some(c)
+        }
+        Err(e) => {
+            tracing::error!(event = "error", "{e}");
+            None
         }
     }
 }

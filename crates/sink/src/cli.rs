@@ -89,10 +89,16 @@ pub enum Command {
 
 impl Args {
     /// The effective configuration.
-    pub fn into_config(self) -> SinkConfig {
+    ///
+    /// # Errors
+    /// PostgreSQL settings that cannot be used (see [`txn_runtime::postgres::PgArgs::resolve`]),
+    /// Kafka security settings that cannot work.
+    pub fn into_config(self) -> Result<SinkConfig, txn_runtime::secret::ConfigError> {
         // the subcommand is read before the conversion
         let defaults = SinkConfig::default();
-        SinkConfig {
+        let postgres = self.postgres.resolve()?;
+        let security = self.kafka.security_options()?;
+        Ok(SinkConfig {
             bootstrap_servers: self.kafka.bootstrap_servers,
             topic: self.kafka.topic,
             group_id: self.group_id,
@@ -102,16 +108,16 @@ impl Args {
             postgres: PgConfig {
                 connect_timeout: Duration::from_secs(10),
                 statement_timeout: Duration::from_secs(self.statement_timeout),
-                ..PgConfig::from(self.postgres)
+                ..postgres
             },
             retry: crate::retry::RetryPolicy {
                 retries: self.retries,
                 ..defaults.retry
             },
             drain_timeout: Duration::from_secs(self.drain_timeout),
-            kafka_options: self.kafka_options,
+            kafka_options: security.then(self.kafka_options),
             ..defaults
-        }
+        })
     }
 }
 
@@ -133,12 +139,12 @@ mod tests {
             "fetch.min.bytes=1",
         ])
         .unwrap();
-        let c = args.into_config();
+        let c = args.into_config().unwrap();
         assert_eq!(c.topic, "t1");
         assert_eq!(c.batch_size, 50);
         assert_eq!(c.retry.retries, 3);
         assert_eq!(
-            c.kafka_options,
+            c.kafka_options.0,
             vec![("fetch.min.bytes".into(), "1".into())]
         );
         assert_eq!(c.postgres.password, "s3cret");

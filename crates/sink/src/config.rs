@@ -40,7 +40,7 @@ pub struct SinkConfig {
     /// one `SELECT 1`, and the sink resumes at most this long after PostgreSQL is back).
     pub probe_max: Duration,
     /// Extra librdkafka properties (`key=value`), applied last.
-    pub kafka_options: Vec<(String, String)>,
+    pub kafka_options: txn_runtime::kafka::KafkaOptions,
 }
 
 impl Default for SinkConfig {
@@ -58,7 +58,7 @@ impl Default for SinkConfig {
             drain_timeout: Duration::from_secs(20),
             probe_min: Duration::from_millis(500),
             probe_max: Duration::from_secs(2),
-            kafka_options: Vec::new(),
+            kafka_options: txn_runtime::kafka::KafkaOptions::default(),
         }
     }
 }

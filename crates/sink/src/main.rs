@@ -9,11 +9,14 @@ use sink::cli::Command;
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
-    txn_runtime::load_dotenv();
+    let env_file = txn_runtime::load_dotenv();
     let mut args = sink::cli::Args::parse();
     txn_runtime::init_logging(args.log.log_format);
+    env_file.log();
     let command = args.command.take();
-    let config = args.into_config();
+    let Some(config) = txn_runtime::effective(args.into_config()) else {
+        return ExitCode::from(2);
+    };
 
     if let Some(Command::ReplayDeadLetters { ids, error_class }) = command {
         return match sink::replay_dead_letters(&config, &ids, error_class.as_deref()).await {

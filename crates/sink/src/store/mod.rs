@@ -26,7 +26,6 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime, Timeouts};
-use tokio_postgres::NoTls;
 
 use crate::config::PgConfig;
 use crate::dead_letter;
@@ -167,9 +166,12 @@ impl Store {
     pub async fn connect(pg: &PgConfig, table: &str) -> Result<Store, StoreError> {
         let names = names(table)?;
         let cfg = pg.tokio_config();
+        let tls = pg
+            .tls_connector()
+            .map_err(|e| StoreError::Startup(e.to_string()))?;
         let manager = Manager::from_config(
             cfg,
-            NoTls,
+            tls,
             ManagerConfig {
                 recycling_method: RecyclingMethod::Fast,
             },
@@ -361,9 +363,19 @@ fn names(table: &str) -> Result<Names, StoreError> {
 /// Turns a failed first connection into one line with the cause and the fix.
 fn startup_error(pg: &PgConfig, e: StoreError) -> StoreError {
     let at = format!("{}:{}", pg.host, pg.port);
+    // a TLS problem first: "no pg_hba.conf entry … no encryption" is not a wrong password
+    let driver = match &e {
+        StoreError::Db(db) | StoreError::Pool(deadpool_postgres::PoolError::Backend(db)) => {
+            Some(db)
+        }
+        _ => None,
+    };
+    if let Some(line) = driver.and_then(|db| pg.explain_tls(db)) {
+        return StoreError::Startup(line);
+    }
     let msg = match e.sqlstate() {
         Some("28P01" | "28000") => format!(
-            "PostgreSQL at {at} rejected user {:?} (authentication failed): check POSTGRES_USER and POSTGRES_PASSWORD in .env",
+            "PostgreSQL at {at} rejected user {:?} (authentication failed): check POSTGRES_USER and POSTGRES_PASSWORD (or POSTGRES_PASSWORD_FILE, or DATABASE_URL)",
             pg.user
         ),
         Some("3D000") => format!(
