@@ -38,10 +38,13 @@ pub struct DeliveryContext {
     permits: Arc<Semaphore>,
     log_each: bool,
     servers: String,
+    /// The last TLS or SASL failure, for the start-up check.
+    security: txn_runtime::kafka::SecurityFailure,
 }
 
 impl ClientContext for DeliveryContext {
     fn error(&self, error: KafkaError, reason: &str) {
+        self.security.note(&error, reason);
         // Transport errors are retried by librdkafka; a fatal one ends delivery for good,
         // which the delivery reports then show.
         match error.rdkafka_error_code() {
@@ -140,6 +143,7 @@ impl Publisher {
             permits: permits.clone(),
             log_each: config.logs_each_delivery(),
             servers: config.bootstrap_servers.clone(),
+            security: txn_runtime::kafka::SecurityFailure::default(),
         };
         let mut client = ClientConfig::new();
         client
@@ -236,7 +240,9 @@ async fn check_reachable(
     let meta = txn_runtime::kafka::fetch_metadata(
         &config.bootstrap_servers,
         config.connect_timeout,
+        &config.kafka_options,
         move |t| probe.client().fetch_metadata(None, t),
+        || producer.context().security.take(),
     )
     .await?;
     if !meta.topics().iter().any(|t| t.name() == config.topic) {

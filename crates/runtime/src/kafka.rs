@@ -260,18 +260,128 @@ impl fmt::Debug for KafkaOptions {
     }
 }
 
-/// No broker answered at start-up.
+/// Kafka could not be used at start-up.
 #[derive(Debug, thiserror::Error)]
-#[error(
-    "cannot reach Kafka at {servers} within {secs} s ({cause}): is the broker running? Start it with `scripts/stack.sh up` or `docker compose -f kafka-docker-compose.yml up -d`, or fix KAFKA_BOOTSTRAP_SERVERS"
-)]
-pub struct Unreachable {
-    /// The bootstrap servers tried.
-    pub servers: String,
-    /// The timeout, in seconds.
-    pub secs: u64,
-    /// What librdkafka said.
-    pub cause: String,
+pub enum Unreachable {
+    /// No broker answered in time.
+    #[error(
+        "cannot reach Kafka at {servers} within {secs} s ({cause}): is the broker running? Start it with `scripts/stack.sh up` or `docker compose -f kafka-docker-compose.yml up -d`, or fix KAFKA_BOOTSTRAP_SERVERS"
+    )]
+    Timeout {
+        /// The bootstrap servers tried.
+        servers: String,
+        /// The timeout, in seconds.
+        secs: u64,
+        /// What librdkafka said.
+        cause: String,
+    },
+    /// A broker answered, and the TLS handshake or the SASL authentication failed: the
+    /// cause and the fix, in one line.
+    #[error("{0}")]
+    Refused(String),
+}
+
+/// The last TLS or SASL failure librdkafka reported through its error callback. librdkafka
+/// retries those for ever and a metadata request only times out; the start-up check
+/// reads this instead, to fail at once with the cause. Kept by each binary's client
+/// context.
+#[derive(Debug, Default)]
+pub struct SecurityFailure(std::sync::Mutex<Option<String>>);
+
+impl SecurityFailure {
+    /// Keeps `reason` when it is a TLS or SASL failure.
+    pub fn note(&self, error: &rdkafka::error::KafkaError, reason: &str) {
+        use rdkafka::types::RDKafkaErrorCode;
+        let security = matches!(
+            error.rdkafka_error_code(),
+            Some(RDKafkaErrorCode::Authentication | RDKafkaErrorCode::SSL)
+        ) || reason.contains("SSL handshake failed")
+            || reason.contains("SASL authentication error")
+            || reason.contains("incorrect security.protocol");
+        if security {
+            *self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner) =
+                Some(reason.to_owned());
+        }
+    }
+
+    /// The failure kept, if any.
+    pub fn take(&self) -> Option<String> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take()
+    }
+}
+
+/// One line with the cause and the fix of a TLS or SASL failure `reason` (librdkafka's
+/// words) against `servers`. A certificate that does not verify is diagnosed with a
+/// handshake of our own (librdkafka says only "certificate verify failed"): another host
+/// name, or another CA.
+fn explain_refusal(servers: &str, reason: &str, options: &[(String, String)]) -> String {
+    let option = |k: &str| options.iter().rev().find(|(key, _)| key == k).map(|(_, v)| v.clone());
+    if reason.contains("SASL authentication error") || reason.contains("Authentication failed") {
+        return format!(
+            "Kafka at {servers} rejected the SASL credentials of user {:?} with {} ({}): check KAFKA_SASL_USERNAME, KAFKA_SASL_PASSWORD (or KAFKA_SASL_PASSWORD_FILE) and KAFKA_SASL_MECHANISM",
+            option("sasl.username").unwrap_or_default(),
+            option("sasl.mechanism").unwrap_or_else(|| "GSSAPI".into()),
+            trim_reason(reason)
+        );
+    }
+    if reason.contains("incorrect security.protocol") {
+        return format!(
+            "Kafka at {servers} closed the connection before answering ({}): the listener expects TLS or SASL; set KAFKA_SECURITY_PROTOCOL (ssl or sasl_ssl) as the provider says",
+            trim_reason(reason)
+        );
+    }
+    let ca = option("ssl.ca.location");
+    let shown_ca = ca.clone().unwrap_or_else(|| "the system's trust store".into());
+    let first = servers.split(',').next().unwrap_or(servers).trim();
+    match diagnose_certificate(first, ca.as_deref().map(Path::new)) {
+        Some(why) if why.contains("mismatch") => format!(
+            "Kafka at {first} presents a certificate for another name ({why}): connect by a name the certificate holds (KAFKA_BOOTSTRAP_SERVERS), or pass -K ssl.endpoint.identification.algorithm=none to skip the name check"
+        ),
+        Some(why) => format!(
+            "Kafka at {first} presents a certificate that does not verify against {shown_ca} ({why}): point KAFKA_SSL_CA_LOCATION at the CA that signed the broker's certificate"
+        ),
+        None => format!(
+            "TLS with Kafka at {servers} failed ({}): check KAFKA_SECURITY_PROTOCOL and KAFKA_SSL_CA_LOCATION",
+            trim_reason(reason)
+        ),
+    }
+}
+
+/// librdkafka's reason without its `[thrd:…]`/`sasl_ssl://host:port/bootstrap:` prefix.
+fn trim_reason(reason: &str) -> &str {
+    reason
+        .rsplit_once("/bootstrap: ")
+        .map_or(reason, |(_, r)| r)
+        .trim()
+}
+
+/// Why `server`'s certificate does not verify against `ca` (the system's trust store
+/// without one), from a TLS handshake of our own with the host name checked, as
+/// librdkafka does by default; `None` when it verifies or the handshake cannot tell.
+pub fn diagnose_certificate(server: &str, ca: Option<&Path>) -> Option<String> {
+    use std::net::{TcpStream, ToSocketAddrs};
+    use openssl::ssl::{HandshakeError, SslConnector, SslMethod};
+    use openssl::x509::X509VerifyResult;
+    let (host, _) = server.rsplit_once(':')?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let addr = server.to_socket_addrs().ok()?.next()?;
+    let stream = TcpStream::connect_timeout(&addr, Duration::from_secs(3)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(3))).ok()?;
+    stream.set_write_timeout(Some(Duration::from_secs(3))).ok()?;
+    let mut b = SslConnector::builder(SslMethod::tls_client()).ok()?;
+    if let Some(ca) = ca {
+        b.set_cert_store(crate::postgres::ca_store(ca, "KAFKA_SSL_CA_LOCATION").ok()?);
+    }
+    match b.build().connect(host, stream) {
+        Err(HandshakeError::Failure(mid)) => {
+            let v = mid.ssl().verify_result();
+            (v != X509VerifyResult::OK).then(|| v.error_string().to_owned())
+        }
+        _ => None,
+    }
 }
 
 /// Applies `key=value` pass-through properties (after the defaults, so they win).
@@ -281,28 +391,60 @@ pub fn apply_options(config: &mut ClientConfig, options: &[(String, String)]) {
     }
 }
 
-/// Runs a (blocking) metadata request off the async runtime; fails with [`Unreachable`]
-/// when no broker answers within `timeout`.
+/// Runs (blocking) metadata requests off the async runtime until one succeeds; fails with
+/// [`Unreachable::Timeout`] when no broker answers within `timeout`, and at once with
+/// [`Unreachable::Refused`] when `failure` (the client context's [`SecurityFailure`])
+/// reports a TLS or SASL failure.
 ///
 /// # Errors
-/// [`Unreachable`], naming `servers` and librdkafka's cause.
-pub async fn fetch_metadata<F>(
+/// [`Unreachable`], naming `servers`, the cause and the fix.
+pub async fn fetch_metadata<F, S>(
     servers: &str,
     timeout: Duration,
+    options: &[(String, String)],
     fetch: F,
+    failure: S,
 ) -> Result<Metadata, Unreachable>
 where
-    F: FnOnce(Duration) -> KafkaResult<Metadata> + Send + 'static,
+    F: Fn(Duration) -> KafkaResult<Metadata> + Send + Sync + 'static,
+    S: Fn() -> Option<String>,
 {
-    let unreachable = |cause: String| Unreachable {
+    let unreachable = |cause: String| Unreachable::Timeout {
         servers: servers.to_owned(),
         secs: timeout.as_secs(),
         cause,
     };
-    tokio::task::spawn_blocking(move || fetch(timeout))
-        .await
-        .map_err(|e| unreachable(e.to_string()))?
-        .map_err(|e| unreachable(e.to_string()))
+    let fetch = std::sync::Arc::new(fetch);
+    let started = tokio::time::Instant::now();
+    loop {
+        // in slices of a second, so a TLS or SASL failure ends the wait at once
+        let slice = timeout
+            .saturating_sub(started.elapsed())
+            .min(Duration::from_secs(1))
+            .max(Duration::from_millis(100));
+        let f = fetch.clone();
+        let result = tokio::task::spawn_blocking(move || f(slice))
+            .await
+            .map_err(|e| unreachable(e.to_string()))?;
+        match result {
+            Ok(meta) => return Ok(meta),
+            Err(e) => {
+                if let Some(reason) = failure() {
+                    let servers = servers.to_owned();
+                    let options = options.to_vec();
+                    let line = tokio::task::spawn_blocking(move || {
+                        explain_refusal(&servers, &reason, &options)
+                    })
+                    .await
+                    .map_err(|e| unreachable(e.to_string()))?;
+                    return Err(Unreachable::Refused(line));
+                }
+                if started.elapsed() >= timeout {
+                    return Err(unreachable(e.to_string()));
+                }
+            }
+        }
+    }
 }
 
 #[cfg(test)]

@@ -395,7 +395,7 @@ impl PgConfig {
                 Some(p) if p.as_os_str() == "system" => {}
                 None => {}
                 // only the given CAs, as libpq (the system's are not trusted then)
-                Some(p) => b.set_cert_store(ca_store(p)?),
+                Some(p) => b.set_cert_store(ca_store(p, "POSTGRES_SSLROOTCERT (sslrootcert)")?),
             }
             b.set_verify_callback(SslVerifyMode::PEER, |ok, ctx| {
                 if !ok {
@@ -529,11 +529,15 @@ impl PgConfig {
     }
 }
 
-/// A certificate store holding only the CA certificates of `path`.
-fn ca_store(path: &std::path::Path) -> Result<openssl::x509::store::X509Store, ConfigError> {
+/// A certificate store holding only the CA certificates of `path` (named by `setting` in
+/// the error).
+pub(crate) fn ca_store(
+    path: &std::path::Path,
+    setting: &str,
+) -> Result<openssl::x509::store::X509Store, ConfigError> {
     let bad = |why: String| {
         ConfigError(format!(
-            "cannot load the PostgreSQL CA file {} ({why}): POSTGRES_SSLROOTCERT (sslrootcert) must be a PEM file of CA certificates",
+            "cannot load the CA file {} ({why}): {setting} must be a PEM file of CA certificates",
             path.display()
         ))
     };

@@ -36,10 +36,13 @@ pub struct SinkContext {
     /// database), and `assigned_wake` wakes it for that even when no message comes.
     pub(super) assigned: Mutex<Vec<i32>>,
     pub(super) assigned_wake: tokio::sync::Notify,
+    /// The last TLS or SASL failure, for the start-up check.
+    pub(super) security: txn_runtime::kafka::SecurityFailure,
 }
 
 impl ClientContext for SinkContext {
     fn error(&self, error: KafkaError, reason: &str) {
+        self.security.note(&error, reason);
         warn!(%error, reason, "Kafka client error");
     }
 }

@@ -174,7 +174,9 @@ pub async fn connect(config: &SinkConfig) -> Result<Arc<SinkConsumer>, ConsumeEr
     let meta = txn_runtime::kafka::fetch_metadata(
         &config.bootstrap_servers,
         config.connect_timeout,
+        &config.kafka_options,
         move |t| probe.fetch_metadata(Some(&topic), t),
+        || consumer.context().security.take(),
     )
     .await?;
     let exists = meta
