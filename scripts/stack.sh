@@ -19,6 +19,9 @@
 #                   localhost, with SCRAM-SHA-256 and -512 users KAFKA_SASL_USERNAME
 #                   (default kafka_sink) / KAFKA_SASL_PASSWORD (default kafka_sink) created
 #                   when the storage is formatted (also: STACK_TLS=1). PLAINTEXT stays.
+#                   STACK_TLS_SAN sets the certificate's names (default
+#                   DNS:localhost,IP:127.0.0.1; the tests use DNS:localhost alone, so that
+#                   127.0.0.1 is a wrong host name).
 #   kafka|postgres  act on one server only: `down postgres` then `up postgres` restarts
 #                   PostgreSQL (fast shutdown)
 #
@@ -120,7 +123,7 @@ tls_certs() {
     '[dn]' 'CN = kafka-sink stack CA' '[v3_ca]' 'basicConstraints = critical,CA:TRUE' \
     'keyUsage = critical,keyCertSign,cRLSign' 'subjectKeyIdentifier = hash' >"$TLS_DIR/ca.cnf"
   printf '%s\n' 'basicConstraints = CA:FALSE' 'keyUsage = critical,digitalSignature,keyEncipherment' \
-    'extendedKeyUsage = serverAuth' 'subjectAltName = DNS:localhost,IP:127.0.0.1' >"$TLS_DIR/server.ext"
+    'extendedKeyUsage = serverAuth' "subjectAltName = ${STACK_TLS_SAN:-DNS:localhost,IP:127.0.0.1}" >"$TLS_DIR/server.ext"
   (
     cd "$TLS_DIR" || exit 1
     umask 077

@@ -560,6 +560,29 @@ pub fn command(name: &str, stack: &Stack) -> tokio::process::Command {
     cmd
 }
 
+/// Decodes every payload (a test producer wrote them all valid).
+pub fn decode_all(payloads: &[Vec<u8>]) -> Vec<Transaction> {
+    payloads
+        .iter()
+        .map(|p| Transaction::from_json(p).expect("valid message"))
+        .collect()
+}
+
+/// Counts what the figures lines report: missing, extra and duplicate ids.
+pub fn figures(expected: &[uuid::Uuid], stored: &[Transaction]) -> (usize, usize, usize) {
+    let want: std::collections::HashSet<_> = expected.iter().collect();
+    let ids: Vec<_> = stored.iter().map(|t| t.tx_id).collect();
+    let have: std::collections::HashSet<_> = ids.iter().collect();
+    let missing = want.difference(&have).count();
+    let extra = have.difference(&want).count();
+    (missing, extra, ids.len() - have.len())
+}
+
+/// Waits up to 60 s for a child to exit, with its output.
+pub async fn wait_for_exit(child: tokio::process::Child) -> anyhow::Result<std::process::Output> {
+    Ok(tokio::time::timeout(Duration::from_secs(60), child.wait_with_output()).await??)
+}
+
 /// The log lines of a binary run by [`command`] (JSON, one object per line). A line that is
 /// not a JSON object is an error: everything a binary writes to stderr goes through its
 /// logger.
@@ -660,6 +683,9 @@ pub struct PrivateStack {
     dir: tempfile::TempDir,
     brokers: usize,
     kafka_port: u16,
+    /// Started with `scripts/stack.sh --tls`, with these subject alternative names and
+    /// this SCRAM password.
+    tls: Option<(String, String)>,
     /// Its settings.
     pub stack: Stack,
 }
@@ -667,6 +693,35 @@ pub struct PrivateStack {
 impl PrivateStack {
     /// Starts a private stack with `brokers` Kafka nodes (1 or 3).
     pub async fn start(brokers: usize) -> Result<PrivateStack> {
+        Self::start_with(brokers, None).await
+    }
+
+    /// Starts a private stack as a managed service is (`scripts/stack.sh --tls`): its
+    /// PostgreSQL accepts only TLS, its Kafka node has a SASL_SSL listener
+    /// ([`PrivateStack::tls_bootstrap`]) with the SCRAM user `kafka_sink` /
+    /// `sasl_password`, and the server certificate names `san` only (e.g.
+    /// `DNS:localhost`). [`Self::stack`] reaches PostgreSQL as `localhost` with
+    /// `verify-full`, and Kafka over PLAINTEXT.
+    pub async fn start_tls(san: &str, sasl_password: &str) -> Result<PrivateStack> {
+        Self::start_with(1, Some((san.to_owned(), sasl_password.to_owned()))).await
+    }
+
+    /// The CA that signed the servers' certificate (`--tls`).
+    pub fn ca_file(&self) -> PathBuf {
+        self.dir.path().join("tls/ca.crt")
+    }
+
+    /// The SASL_SSL listener (`--tls`), by the name its certificate holds.
+    pub fn tls_bootstrap(&self) -> String {
+        format!("localhost:{}", self.kafka_port + 200)
+    }
+
+    /// The SASL_SSL listener's port (`--tls`).
+    pub fn tls_port(&self) -> u16 {
+        self.kafka_port + 200
+    }
+
+    async fn start_with(brokers: usize, tls: Option<(String, String)>) -> Result<PrivateStack> {
         let parent = root().join(".stack/private");
         std::fs::create_dir_all(&parent)?;
         let dir = tempfile::Builder::new()
@@ -685,7 +740,7 @@ impl PrivateStack {
             .map(|i| format!("127.0.0.1:{}", kafka_port + i as u16))
             .collect::<Vec<_>>()
             .join(",");
-        let stack = Stack {
+        let mut stack = Stack {
             bootstrap,
             pg: sink::PgConfig {
                 host: "127.0.0.1".into(),
@@ -693,10 +748,20 @@ impl PrivateStack {
                 ..base.pg
             },
         };
+        if tls.is_some() {
+            stack.pg.host = "localhost".into();
+            stack.pg.tls = txn_runtime::postgres::PgTls {
+                mode: txn_runtime::postgres::SslMode::VerifyFull,
+                root_cert: Some(dir.path().join("tls/ca.crt")),
+                cert: None,
+                key: None,
+            };
+        }
         let me = PrivateStack {
             dir,
             brokers,
             kafka_port,
+            tls,
             stack,
         };
         me.script(&["up"]).await?;
@@ -720,8 +785,14 @@ impl PrivateStack {
         cmd.arg("--brokers")
             .arg(self.brokers.to_string())
             .arg("--state")
-            .arg(self.dir.path())
-            .args(args)
+            .arg(self.dir.path());
+        if let Some((san, password)) = &self.tls {
+            cmd.arg("--tls")
+                .env("STACK_TLS_SAN", san)
+                .env("KAFKA_SASL_USERNAME", "kafka_sink")
+                .env("KAFKA_SASL_PASSWORD", password);
+        }
+        cmd.args(args)
             .env(
                 "KAFKA_BOOTSTRAP_SERVERS",
                 format!("127.0.0.1:{}", self.kafka_port),
@@ -788,12 +859,13 @@ impl Drop for PrivateStack {
     }
 }
 
-/// A base port such that `base..base+n` and the controllers' `base+100..base+100+n` are free.
+/// A base port such that `base..base+n`, the controllers' `base+100..base+100+n` and the
+/// SASL_SSL listeners' `base+200..base+200+n` are free.
 fn free_port_block(n: usize) -> Result<u16> {
     let mut rng = rand::rng();
     for _ in 0..200 {
         let base: u16 = rng.random_range(20_000..40_000);
-        let ports = (0..n as u16).flat_map(|i| [base + i, base + 100 + i]);
+        let ports = (0..n as u16).flat_map(|i| [base + i, base + 100 + i, base + 200 + i]);
         if ports
             .clone()
             .all(|p| std::net::TcpListener::bind(("127.0.0.1", p)).is_ok())

@@ -15,32 +15,11 @@ use rand::RngExt;
 use txn_model::Transaction;
 use uuid::Uuid;
 
-fn decode_all(payloads: &[Vec<u8>]) -> Vec<Transaction> {
-    payloads
-        .iter()
-        .map(|p| Transaction::from_json(p).expect("valid message"))
-        .collect()
-}
-
-/// Counts what the figures lines report: missing, extra and duplicate ids.
-fn figures(expected: &[Uuid], stored: &[Transaction]) -> (usize, usize, usize) {
-    let want: HashSet<_> = expected.iter().collect();
-    let ids: Vec<_> = stored.iter().map(|t| t.tx_id).collect();
-    let have: HashSet<_> = ids.iter().collect();
-    let missing = want.difference(&have).count();
-    let extra = have.difference(&want).count();
-    (missing, extra, ids.len() - have.len())
-}
-
 async fn dead_letter_count(db: &tokio_postgres::Client, table: &str) -> anyhow::Result<i64> {
     Ok(db
         .query_one(&format!("SELECT count(*) FROM {table}_dead_letters"), &[])
         .await?
         .get(0))
-}
-
-async fn wait_for_exit(child: tokio::process::Child) -> anyhow::Result<std::process::Output> {
-    Ok(tokio::time::timeout(Duration::from_secs(60), child.wait_with_output()).await??)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

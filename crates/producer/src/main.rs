@@ -46,7 +46,7 @@ async fn main() -> ExitCode {
             ExitCode::FAILURE
         }
         Err(e) => {
-            tracing::error!("{e}");
+            tracing::error!(event = "error", "{e}");
             ExitCode::FAILURE
         }
     }

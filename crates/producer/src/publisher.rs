@@ -55,6 +55,11 @@ impl ClientContext for DeliveryContext {
             _ => warn!(%error, reason, "Kafka client error"),
         }
     }
+
+    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, message: &str) {
+        self.security.note_text(message);
+        txn_runtime::kafka::forward_log(level, fac, message);
+    }
 }
 
 impl ProducerContext for DeliveryContext {
@@ -242,7 +247,7 @@ async fn check_reachable(
         config.connect_timeout,
         &config.kafka_options,
         move |t| probe.client().fetch_metadata(None, t),
-        || producer.context().security.take(),
+        || std::future::ready(producer.context().security.take()),
     )
     .await?;
     if !meta.topics().iter().any(|t| t.name() == config.topic) {

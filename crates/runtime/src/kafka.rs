@@ -289,19 +289,36 @@ pub enum Unreachable {
 pub struct SecurityFailure(std::sync::Mutex<Option<String>>);
 
 impl SecurityFailure {
-    /// Keeps `reason` when it is a TLS or SASL failure.
+    /// Keeps `reason` (of the error callback) when it is a TLS or SASL failure.
     pub fn note(&self, error: &rdkafka::error::KafkaError, reason: &str) {
         use rdkafka::types::RDKafkaErrorCode;
-        let security = matches!(
+        if matches!(
             error.rdkafka_error_code(),
             Some(RDKafkaErrorCode::Authentication | RDKafkaErrorCode::SSL)
-        ) || reason.contains("SSL handshake failed")
-            || reason.contains("SASL authentication error")
-            || reason.contains("incorrect security.protocol");
-        if security {
-            *self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner) =
-                Some(reason.to_owned());
+        ) {
+            self.keep(reason);
+        } else {
+            self.note_text(reason);
         }
+    }
+
+    /// Keeps `text` (an error reason or a log line) when it tells of a TLS or SASL failure.
+    /// A consumer's error callback runs only when the consumer is polled, which the
+    /// start-up check does not do; its log callback runs at once, from librdkafka's threads.
+    pub fn note_text(&self, text: &str) {
+        if text.contains("SSL handshake failed")
+            || text.contains("SASL authentication error")
+            || text.contains("incorrect security.protocol")
+        {
+            self.keep(text);
+        }
+    }
+
+    fn keep(&self, text: &str) {
+        *self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(text.to_owned());
     }
 
     /// The failure kept, if any.
@@ -313,12 +330,32 @@ impl SecurityFailure {
     }
 }
 
+/// A librdkafka log line, logged as rust-rdkafka's default `ClientContext::log` does (target
+/// `librdkafka`), for contexts that also look at it.
+pub fn forward_log(level: rdkafka::config::RDKafkaLogLevel, fac: &str, message: &str) {
+    use rdkafka::config::RDKafkaLogLevel as L;
+    match level {
+        L::Emerg | L::Alert | L::Critical | L::Error => {
+            tracing::error!(target: "librdkafka", "librdkafka: {fac} {message}");
+        }
+        L::Warning => tracing::warn!(target: "librdkafka", "librdkafka: {fac} {message}"),
+        L::Notice | L::Info => tracing::info!(target: "librdkafka", "librdkafka: {fac} {message}"),
+        L::Debug => tracing::debug!(target: "librdkafka", "librdkafka: {fac} {message}"),
+    }
+}
+
 /// One line with the cause and the fix of a TLS or SASL failure `reason` (librdkafka's
 /// words) against `servers`. A certificate that does not verify is diagnosed with a
 /// handshake of our own (librdkafka says only "certificate verify failed"): another host
 /// name, or another CA.
 fn explain_refusal(servers: &str, reason: &str, options: &[(String, String)]) -> String {
-    let option = |k: &str| options.iter().rev().find(|(key, _)| key == k).map(|(_, v)| v.clone());
+    let option = |k: &str| {
+        options
+            .iter()
+            .rev()
+            .find(|(key, _)| key == k)
+            .map(|(_, v)| v.clone())
+    };
     if reason.contains("SASL authentication error") || reason.contains("Authentication failed") {
         return format!(
             "Kafka at {servers} rejected the SASL credentials of user {:?} with {} ({}): check KAFKA_SASL_USERNAME, KAFKA_SASL_PASSWORD (or KAFKA_SASL_PASSWORD_FILE) and KAFKA_SASL_MECHANISM",
@@ -334,7 +371,9 @@ fn explain_refusal(servers: &str, reason: &str, options: &[(String, String)]) ->
         );
     }
     let ca = option("ssl.ca.location");
-    let shown_ca = ca.clone().unwrap_or_else(|| "the system's trust store".into());
+    let shown_ca = ca
+        .clone()
+        .unwrap_or_else(|| "the system's trust store".into());
     let first = servers.split(',').next().unwrap_or(servers).trim();
     match diagnose_certificate(first, ca.as_deref().map(Path::new)) {
         Some(why) if why.contains("mismatch") => format!(
@@ -362,15 +401,17 @@ fn trim_reason(reason: &str) -> &str {
 /// without one), from a TLS handshake of our own with the host name checked, as
 /// librdkafka does by default; `None` when it verifies or the handshake cannot tell.
 pub fn diagnose_certificate(server: &str, ca: Option<&Path>) -> Option<String> {
-    use std::net::{TcpStream, ToSocketAddrs};
     use openssl::ssl::{HandshakeError, SslConnector, SslMethod};
     use openssl::x509::X509VerifyResult;
+    use std::net::{TcpStream, ToSocketAddrs};
     let (host, _) = server.rsplit_once(':')?;
     let host = host.trim_start_matches('[').trim_end_matches(']');
     let addr = server.to_socket_addrs().ok()?.next()?;
     let stream = TcpStream::connect_timeout(&addr, Duration::from_secs(3)).ok()?;
     stream.set_read_timeout(Some(Duration::from_secs(3))).ok()?;
-    stream.set_write_timeout(Some(Duration::from_secs(3))).ok()?;
+    stream
+        .set_write_timeout(Some(Duration::from_secs(3)))
+        .ok()?;
     let mut b = SslConnector::builder(SslMethod::tls_client()).ok()?;
     if let Some(ca) = ca {
         b.set_cert_store(crate::postgres::ca_store(ca, "KAFKA_SSL_CA_LOCATION").ok()?);
@@ -393,12 +434,13 @@ pub fn apply_options(config: &mut ClientConfig, options: &[(String, String)]) {
 
 /// Runs (blocking) metadata requests off the async runtime until one succeeds; fails with
 /// [`Unreachable::Timeout`] when no broker answers within `timeout`, and at once with
-/// [`Unreachable::Refused`] when `failure` (the client context's [`SecurityFailure`])
-/// reports a TLS or SASL failure.
+/// [`Unreachable::Refused`] when `failure` (the client context's [`SecurityFailure`],
+/// after serving the client's queued callbacks where that takes a poll) reports a TLS or
+/// SASL failure.
 ///
 /// # Errors
 /// [`Unreachable`], naming `servers`, the cause and the fix.
-pub async fn fetch_metadata<F, S>(
+pub async fn fetch_metadata<F, S, SF>(
     servers: &str,
     timeout: Duration,
     options: &[(String, String)],
@@ -407,7 +449,8 @@ pub async fn fetch_metadata<F, S>(
 ) -> Result<Metadata, Unreachable>
 where
     F: Fn(Duration) -> KafkaResult<Metadata> + Send + Sync + 'static,
-    S: Fn() -> Option<String>,
+    S: Fn() -> SF,
+    SF: Future<Output = Option<String>>,
 {
     let unreachable = |cause: String| Unreachable::Timeout {
         servers: servers.to_owned(),
@@ -429,7 +472,7 @@ where
         match result {
             Ok(meta) => return Ok(meta),
             Err(e) => {
-                if let Some(reason) = failure() {
+                if let Some(reason) = failure().await {
                     let servers = servers.to_owned();
                     let options = options.to_vec();
                     let line = tokio::task::spawn_blocking(move || {

@@ -45,6 +45,11 @@ impl ClientContext for SinkContext {
         self.security.note(&error, reason);
         warn!(%error, reason, "Kafka client error");
     }
+
+    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, message: &str) {
+        self.security.note_text(message);
+        txn_runtime::kafka::forward_log(level, fac, message);
+    }
 }
 
 impl ConsumerContext for SinkContext {

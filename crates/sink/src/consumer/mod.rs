@@ -176,7 +176,15 @@ pub async fn connect(config: &SinkConfig) -> Result<Arc<SinkConsumer>, ConsumeEr
         config.connect_timeout,
         &config.kafka_options,
         move |t| probe.fetch_metadata(Some(&topic), t),
-        || consumer.context().security.take(),
+        // librdkafka's logs and errors are queued until the consumer is polled: a short
+        // poll serves them (not subscribed yet, so no message can come)
+        || {
+            let consumer = consumer.clone();
+            async move {
+                let _ = tokio::time::timeout(Duration::from_millis(20), consumer.recv()).await;
+                consumer.context().security.take()
+            }
+        },
     )
     .await?;
     let exists = meta
