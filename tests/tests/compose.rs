@@ -81,12 +81,24 @@ fn has_kafka_postgres_and_kafdrop_with_healthchecks() {
 #[test]
 fn ports_are_the_documented_ones() {
     let c = compose();
-    assert_eq!(ports(&c["services"]["kafka"]), ["9092:9092"]);
+    // published on loopback only (the demo's password is known, Kafdrop shows payloads)
+    assert_eq!(ports(&c["services"]["kafka"]), ["127.0.0.1:9092:9092"]);
     let pg: Vec<String> = ports(&c["services"]["kafka-postgres"]);
     assert_eq!(pg.len(), 1);
-    let (host, container) = pg[0].rsplit_once(':').unwrap();
+    let loopback = pg[0]
+        .strip_prefix("127.0.0.1:")
+        .expect("PostgreSQL on 127.0.0.1");
+    let (host, container) = loopback.rsplit_once(':').unwrap();
     assert_eq!((default_of(host), container), ("5432", "5432"));
-    assert_eq!(ports(&c["services"]["kafdrop"]), ["9000:9000"]);
+    assert_eq!(ports(&c["services"]["kafdrop"]), ["127.0.0.1:9000:9000"]);
+    for (name, service) in c["services"].as_mapping().expect("services") {
+        for p in ports(service) {
+            assert!(
+                p.starts_with("127.0.0.1:"),
+                "{name:?} publishes {p} beyond loopback"
+            );
+        }
+    }
     let example = env_example();
     assert_eq!(example["POSTGRES_PORT"], "5432");
     assert!(example["KAFKA_BOOTSTRAP_SERVERS"].ends_with(":9092"));
