@@ -110,6 +110,26 @@ kafka_jars() {
   echo "$want" >"$stamp"
 }
 
+# A stack is made with or without --tls and stays so (its formatted Kafka storage holds the
+# SCRAM users, its PostgreSQL the host rules): starting it the other way is refused, where it
+# would silently run without the security asked for.
+stack_mode() {
+  local stamp="$STATE/mode" want=plain made
+  [ "$TLS" = 1 ] && want=tls
+  if [ -f "$stamp" ]; then
+    made=$(cat "$stamp")
+  elif [ -e "$KAFKA_DIR/cluster.id" ] || [ -e "$PG_DIR/data/PG_VERSION" ]; then
+    made=plain
+  else
+    made=$want
+  fi
+  if [ "$made" != "$want" ]; then
+    [ "$made" = tls ] && die "the stack in $STATE was made with --tls: start it with --tls, or remove it first (scripts/stack.sh --state $STATE clean)"
+    die "the stack in $STATE was made without --tls: start it without, or remove it first (scripts/stack.sh --state $STATE clean) or use another --state"
+  fi
+  echo "$made" >"$stamp"
+}
+
 # --- TLS (--tls) -------------------------------------------------------------------
 # A throw-away CA and a server certificate for localhost and 127.0.0.1, made once per
 # state folder. Clients trust $TLS_DIR/ca.crt.
@@ -462,9 +482,9 @@ what=${2:-all}
 case "$what" in all|kafka|postgres) ;; *) die "unknown server $what: kafka or postgres" ;; esac
 want() { [ "$what" = all ] || [ "$what" = "$1" ]; }
 case "${1:-}" in
-  up) if want postgres; then pg_up; fi; if want kafka; then kafka_up; fi ;;
+  up) stack_mode; if want postgres; then pg_up; fi; if want kafka; then kafka_up; fi ;;
   down) if want kafka; then kafka_down; fi; if want postgres; then pg_down; fi ;;
   status) status ;;
-  clean) kafka_down; pg_down; rm -rf "$STATE/kafka" "$STATE/postgres"; [ "$STATE" = "$ROOT/.stack" ] || rm -rf "$STATE"; log "removed the state in $STATE" ;;
+  clean) kafka_down; pg_down; rm -rf "$STATE/kafka" "$STATE/postgres" "$STATE/tls" "$STATE/mode"; [ "$STATE" = "$ROOT/.stack" ] || rm -rf "$STATE"; log "removed the state in $STATE" ;;
   *) echo "usage: $0 [--brokers N] [--state DIR] up|down|status|clean [kafka|postgres] | psql [ARGS]" >&2; exit 2 ;;
 esac

@@ -750,6 +750,8 @@ impl PrivateStack {
         };
         if tls.is_some() {
             stack.pg.host = "localhost".into();
+            // a password of its own, so tests can look for it in logs
+            stack.pg.password = "pg-s3cret-for-tests".into();
             stack.pg.tls = txn_runtime::postgres::PgTls {
                 mode: txn_runtime::postgres::SslMode::VerifyFull,
                 root_cert: Some(dir.path().join("tls/ca.crt")),

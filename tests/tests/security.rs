@@ -67,18 +67,28 @@ async fn producer_and_sink_land_every_message_over_sasl_ssl_and_verify_full() ->
     let log = json_log(&out.stderr)?;
     assert_eq!(field_u64(events(&log, "report")[0], "delivered")?, 300);
 
-    // the sink: first-class flags, SCRAM-SHA-256, both passwords from files, verify-full
+    // the sink: first-class Kafka flags with SCRAM-SHA-256, DATABASE_URL with verify-full,
+    // both passwords from files; run where no .env is (only the working directory's is read)
     let kafka_pw = secrets.path().join("kafka");
     std::fs::write(&kafka_pw, format!("{SASL_PASSWORD}\n"))?;
     let pg_pw = secrets.path().join("pg");
     std::fs::write(&pg_pw, &stack.pg.password)?;
     let mut sink = command("sink", stack);
     sasl_env(&mut sink, &private.tls_bootstrap(), "SCRAM-SHA-256", &ca);
-    verify_full_env(&mut sink, &ca);
-    sink.env_remove("KAFKA_SASL_PASSWORD")
+    sink.current_dir(secrets.path())
+        .env_remove("KAFKA_SASL_PASSWORD")
         .env("KAFKA_SASL_PASSWORD_FILE", &kafka_pw)
         .env_remove("POSTGRES_PASSWORD")
         .env("POSTGRES_PASSWORD_FILE", &pg_pw)
+        .env(
+            "DATABASE_URL",
+            format!(
+                "postgresql://kafka_sink@localhost:{}/{}?sslmode=verify-full&sslrootcert={}&application_name=tls-sink",
+                stack.pg.port,
+                stack.pg.database,
+                ca.display()
+            ),
+        )
         .args(["--topic", &topic, "--table", &table, "--group-id", &group]);
     let child = sink.spawn()?;
     let db = pg(stack).await?;
@@ -86,11 +96,14 @@ async fn producer_and_sink_land_every_message_over_sasl_ssl_and_verify_full() ->
     // every session of the sink is encrypted
     let sessions = db
         .query(
-            "SELECT s.ssl FROM pg_stat_activity a JOIN pg_stat_ssl s USING (pid) WHERE a.application_name = 'txn-sink'",
+            "SELECT s.ssl FROM pg_stat_activity a JOIN pg_stat_ssl s USING (pid) WHERE a.application_name = 'tls-sink'",
             &[],
         )
         .await?;
-    assert!(!sessions.is_empty(), "the sink has sessions");
+    assert!(
+        !sessions.is_empty(),
+        "the sink's sessions carry the DATABASE_URL's application_name"
+    );
     assert!(
         sessions.iter().all(|r| r.get::<_, bool>(0)),
         "every sink session uses TLS"
@@ -102,6 +115,10 @@ async fn producer_and_sink_land_every_message_over_sasl_ssl_and_verify_full() ->
     assert!(
         !text.contains(SASL_PASSWORD),
         "the sink logged the password: {text}"
+    );
+    assert!(
+        !text.contains(&stack.pg.password),
+        "the sink logged PostgreSQL's password: {text}"
     );
     let log = json_log(&out.stderr)?;
     let config = events(&log, "config");
@@ -123,7 +140,7 @@ async fn producer_and_sink_land_every_message_over_sasl_ssl_and_verify_full() ->
     let (missing, extra, dups) = figures(&expected, &stored);
     assert_eq!((expected.len(), missing, extra, dups), (300, 0, 0, 0));
     report_figures(&format!(
-        "FIGURES tls: producer SASL_SSL/SCRAM-SHA-512 (-K), sink SASL_SSL/SCRAM-SHA-256 + PostgreSQL verify-full (password files): messages=300 rows={} missing={missing} extra={extra} duplicates={dups} sink_sessions_tls={}",
+        "FIGURES tls: producer SASL_SSL/SCRAM-SHA-512 (-K), sink SASL_SSL/SCRAM-SHA-256 + DATABASE_URL verify-full (password files): messages=300 rows={} missing={missing} extra={extra} duplicates={dups} sink_sessions_tls={}",
         stored.len(),
         sessions.len()
     ));
@@ -262,6 +279,27 @@ async fn each_tls_or_credential_mistake_ends_in_one_line_naming_it_within_15_s()
             c.env("KAFKA_SASL_PASSWORD", "wrong");
         },
     );
+    case(
+        "Kafka, another CA (sink)",
+        "sink",
+        "does not verify against",
+        true,
+        &|c| {
+            c.env("KAFKA_SSL_CA_LOCATION", &other_ca);
+        },
+    );
+    case(
+        "PostgreSQL, sslmode=disable in DATABASE_URL",
+        "sink",
+        "accepts only TLS",
+        true,
+        &|c| {
+            c.env(
+                "DATABASE_URL",
+                "postgres://kafka_sink@localhost/kafka_sink?sslmode=disable",
+            );
+        },
+    );
 
     let mut figures = Vec::new();
     for mut c in cases {
@@ -293,6 +331,11 @@ async fn each_tls_or_credential_mistake_ends_in_one_line_naming_it_within_15_s()
             );
         }
         assert!(!line.contains(SASL_PASSWORD), "{}: {line}", c.what);
+        assert!(
+            !text.contains(&stack.pg.password),
+            "{}: a password in the log: {text}",
+            c.what
+        );
         assert!(took < Duration::from_secs(15), "{}: took {took:?}", c.what);
         figures.push(format!("{} {:.1} s", c.what, took.as_secs_f64()));
     }

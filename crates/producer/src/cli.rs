@@ -58,7 +58,7 @@ pub struct Args {
     pub compression: Compression,
 
     /// Extra librdkafka property, KEY=VALUE (repeatable; env: comma-separated).
-    #[arg(short = 'K', long = "kafka-option", env = "PRODUCER_KAFKA_OPTIONS", value_delimiter = ',', value_parser = txn_runtime::key_value)]
+    #[arg(short = 'K', long = "kafka-option", env = "PRODUCER_KAFKA_OPTIONS", value_delimiter = ',', hide_env_values = true, value_parser = txn_runtime::key_value)]
     pub kafka_options: Vec<(String, String)>,
 }
 

@@ -23,7 +23,7 @@ use crate::stats::Stats;
 pub enum PublishError {
     /// The client could not be created (a bad librdkafka property).
     #[error("invalid Kafka client configuration: {0}")]
-    Config(#[source] KafkaError),
+    Config(String),
     /// No broker answered within the connect timeout.
     #[error(transparent)]
     Unreachable(#[from] txn_runtime::kafka::Unreachable),
@@ -165,7 +165,7 @@ impl Publisher {
         txn_runtime::kafka::apply_options(&mut client, &config.kafka_options);
         let producer: ThreadedProducer<DeliveryContext> = client
             .create_with_context(context)
-            .map_err(PublishError::Config)?;
+            .map_err(|e| PublishError::Config(txn_runtime::kafka::config_error(&e)))?;
         let producer = check_reachable(producer, config).await?;
         Ok(Publisher {
             producer,

@@ -11,7 +11,7 @@ use rdkafka::config::ClientConfig;
 use rdkafka::error::KafkaResult;
 use rdkafka::metadata::Metadata;
 
-use crate::secret::{self, ConfigError, Secret};
+use crate::secret::{self, ConfigError, Secret, is_secret_option};
 
 /// Connection flags common to both binaries (flatten into a clap `Args`).
 #[derive(Debug, Clone, clap::Args)]
@@ -286,7 +286,7 @@ pub enum Unreachable {
 /// reads this instead, to fail at once with the cause. Kept by each binary's client
 /// context.
 #[derive(Debug, Default)]
-pub struct SecurityFailure(std::sync::Mutex<Option<String>>);
+pub struct SecurityFailure(std::sync::Mutex<(Option<String>, u32)>);
 
 impl SecurityFailure {
     /// Keeps `reason` (of the error callback) when it is a TLS or SASL failure.
@@ -302,23 +302,34 @@ impl SecurityFailure {
         }
     }
 
-    /// Keeps `text` (an error reason or a log line) when it tells of a TLS or SASL failure.
-    /// A consumer's error callback runs only when the consumer is polled, which the
-    /// start-up check does not do; its log callback runs at once, from librdkafka's threads.
+    /// Keeps `text` (an error reason or a log line) when it tells of a TLS or SASL failure:
+    /// a certificate that does not verify or rejected credentials at once, another
+    /// handshake failure once it has repeated (a broker restarting mid-handshake is not a
+    /// configuration problem). A consumer's logs and errors are queued until it is polled:
+    /// the start-up check polls it.
     pub fn note_text(&self, text: &str) {
-        if text.contains("SSL handshake failed")
+        if text.contains("certificate verify failed")
             || text.contains("SASL authentication error")
             || text.contains("incorrect security.protocol")
         {
             self.keep(text);
+        } else if text.contains("SSL handshake failed") {
+            let mut kept = self
+                .0
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            kept.1 += 1;
+            if kept.1 >= 3 {
+                kept.0 = Some(text.to_owned());
+            }
         }
     }
 
     fn keep(&self, text: &str) {
-        *self
-            .0
+        self.0
             .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(text.to_owned());
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .0 = Some(text.to_owned());
     }
 
     /// The failure kept, if any.
@@ -326,6 +337,7 @@ impl SecurityFailure {
         self.0
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .0
             .take()
     }
 }
@@ -371,11 +383,20 @@ fn explain_refusal(servers: &str, reason: &str, options: &[(String, String)]) ->
         );
     }
     let ca = option("ssl.ca.location");
-    let shown_ca = ca
-        .clone()
-        .unwrap_or_else(|| "the system's trust store".into());
+    let inline_ca = option("ssl.ca.pem").is_some();
+    let shown_ca = match (&ca, inline_ca) {
+        (_, true) => "the CA of ssl.ca.pem".to_owned(),
+        (Some(ca), false) => ca.clone(),
+        (None, false) => "the system's trust store".to_owned(),
+    };
     let first = servers.split(',').next().unwrap_or(servers).trim();
-    match diagnose_certificate(first, ca.as_deref().map(Path::new)) {
+    // (a CA given inline is not re-read here: the reason stays librdkafka's)
+    let diagnosis = if inline_ca {
+        None
+    } else {
+        diagnose_certificate(first, ca.as_deref().map(Path::new))
+    };
+    match diagnosis {
         Some(why) if why.contains("mismatch") => format!(
             "Kafka at {first} presents a certificate for another name ({why}): connect by a name the certificate holds (KAFKA_BOOTSTRAP_SERVERS), or pass -K ssl.endpoint.identification.algorithm=none to skip the name check"
         ),
@@ -422,6 +443,24 @@ pub fn diagnose_certificate(server: &str, ca: Option<&Path>) -> Option<String> {
             (v != X509VerifyResult::OK).then(|| v.error_string().to_owned())
         }
         _ => None,
+    }
+}
+
+/// A client-creation error in words that never include an option's value (librdkafka's
+/// own message for a bad value quotes it, and the value may be a password).
+pub fn config_error(e: &rdkafka::error::KafkaError) -> String {
+    match e {
+        rdkafka::error::KafkaError::ClientConfig(_, desc, key, _) => {
+            let desc = if is_secret_option(key) {
+                "invalid value"
+            } else {
+                desc.as_str()
+            };
+            format!(
+                "{key}: {desc} (check the -K / *_KAFKA_OPTIONS property and librdkafka's CONFIGURATION.md)"
+            )
+        }
+        other => other.to_string(),
     }
 }
 

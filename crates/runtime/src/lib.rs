@@ -25,6 +25,13 @@ pub fn load_dotenv() -> EnvFile {
         .unwrap_or_else(|_| path.to_path_buf());
     match dotenvy::from_path(path) {
         Ok(()) => EnvFile::Loaded(shown),
+        // the parse error quotes the line, which may hold a password
+        Err(dotenvy::Error::LineParse(_, at)) => EnvFile::Unreadable(
+            shown,
+            format!(
+                "a line cannot be parsed (at character {at}; a value with spaces needs quotes)"
+            ),
+        ),
         Err(e) => EnvFile::Unreadable(shown, e.to_string()),
     }
 }

@@ -124,8 +124,8 @@ impl fmt::Display for SslMode {
 pub struct PgTls {
     /// libpq's `sslmode`.
     pub mode: SslMode,
-    /// CA file; `None`: `~/.postgresql/root.crt` when it exists, else the system's trust
-    /// store; the path `system`: the system's trust store.
+    /// CA file (`~/.postgresql/root.crt` when none is given and it exists); `None` or the
+    /// path `system`: the system's trust store, allowed with verify-full only.
     pub root_cert: Option<PathBuf>,
     /// Client certificate.
     pub cert: Option<PathBuf>,
@@ -259,6 +259,30 @@ impl PgArgs {
         if let Some(url) = &self.database_url {
             apply_url(url.expose(), &mut c)?;
         }
+        // libpq's default root certificate: with it, require verifies too
+        if c.tls.root_cert.is_none() {
+            c.tls.root_cert = std::env::var_os("HOME")
+                .map(|h| PathBuf::from(h).join(".postgresql/root.crt"))
+                .filter(|p| p.is_file());
+        }
+        let system = c
+            .tls
+            .root_cert
+            .as_ref()
+            .is_none_or(|p| p.as_os_str() == "system");
+        if system && matches!(c.tls.mode, SslMode::VerifyCa)
+            || c.tls
+                .root_cert
+                .as_ref()
+                .is_some_and(|p| p.as_os_str() == "system")
+                && c.tls.mode == SslMode::Require
+        {
+            // any certificate a public CA issued would pass a chain check without the name
+            return Err(ConfigError(format!(
+                "sslmode={} with the system's trust store would accept any publicly issued certificate: use verify-full (the host name is checked), or give the server's own CA in POSTGRES_SSLROOTCERT",
+                c.tls.mode
+            )));
+        }
         if c.tls.cert.is_some() != c.tls.key.is_some() {
             return Err(ConfigError(
                 "a PostgreSQL client certificate needs its key and a key its certificate: set both POSTGRES_SSLCERT and POSTGRES_SSLKEY (or sslcert and sslkey in DATABASE_URL)".into(),
@@ -311,8 +335,20 @@ fn apply_url(raw: &str, c: &mut PgConfig) -> Result<(), ConfigError> {
     if !db.is_empty() {
         c.database = db;
     }
-    for (k, v) in url.query_pairs() {
-        let v = v.into_owned();
+    // libpq's URI parameters: percent-decoded, '+' is a plus (not form encoding), an empty
+    // value is no value
+    let params = url
+        .query()
+        .unwrap_or_default()
+        .split('&')
+        .filter(|p| !p.is_empty());
+    for pair in params {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        let k = decode(k, "parameter name")?;
+        let v = decode(v, "parameter value")?;
+        if v.is_empty() {
+            continue;
+        }
         match &*k {
             "sslmode" => c.tls.mode = SslMode::parse(&v, "DATABASE_URL")?,
             "sslrootcert" => c.tls.root_cert = Some(PathBuf::from(v)),
@@ -387,10 +423,7 @@ impl PgConfig {
         };
         let mut b = SslConnector::builder(SslMethod::tls_client()).map_err(tls_err)?;
         if t.verifies() {
-            let home_root = std::env::var_os("HOME")
-                .map(|h| PathBuf::from(h).join(".postgresql/root.crt"))
-                .filter(|p| p.is_file());
-            match t.root_cert.as_ref().or(home_root.as_ref()) {
+            match t.root_cert.as_ref() {
                 // the system's trust store, which the builder loads by default
                 Some(p) if p.as_os_str() == "system" => {}
                 None => {}
@@ -460,6 +493,15 @@ impl PgConfig {
             return Some(format!(
                 "PostgreSQL at {at} accepts only TLS connections, and sslmode is {}: set POSTGRES_SSLMODE=verify-full (or require) with POSTGRES_SSLROOTCERT, or sslmode= in DATABASE_URL",
                 self.tls.mode
+            ));
+        }
+        if let Some(db) = e.as_db_error()
+            && db.code().code() == "28000"
+            && db.message().contains("certificate")
+        {
+            return Some(format!(
+                "PostgreSQL at {at} refused the client certificate ({}): check POSTGRES_SSLCERT and POSTGRES_SSLKEY, and that the certificate's CN is the user",
+                db.message()
             ));
         }
         let text = e.to_string();
@@ -635,6 +677,36 @@ mod tests {
             !shown.contains("hunter2") && !shown.contains("hunter3"),
             "{shown}"
         );
+    }
+
+    #[test]
+    fn a_chain_check_against_public_cas_is_refused() {
+        let refused = |args: &[&str]| resolve(args).unwrap_err().0;
+        let sys = ["--postgres-sslrootcert", "system"];
+        assert!(
+            refused(&["--postgres-sslmode", "verify-ca", sys[0], sys[1]]).contains("verify-full")
+        );
+        assert!(
+            refused(&["--postgres-sslmode", "require", sys[0], sys[1]]).contains("verify-full")
+        );
+        assert!(resolve(&["--postgres-sslmode", "verify-full"]).is_ok());
+        assert!(
+            resolve(&[
+                "--postgres-sslmode",
+                "verify-ca",
+                "--postgres-sslrootcert",
+                "/ca.crt"
+            ])
+            .is_ok()
+        );
+        // libpq's URI parameters: '+' is a plus, an empty value is no value
+        let c = resolve(&[
+            "--database-url",
+            "postgres://h/db?password=a+b&sslrootcert=&application_name=x%20y",
+        ])
+        .unwrap();
+        assert_eq!(c.password, "a+b");
+        assert_eq!(c.application_name, "x y");
     }
 
     #[test]

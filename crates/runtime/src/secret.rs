@@ -90,6 +90,7 @@ fn read_secret_file(name: &str, path: &Path) -> Result<Secret, ConfigError> {
 pub fn is_secret_option(key: &str) -> bool {
     let key = key.to_ascii_lowercase();
     key.contains("password")
+        || key.contains("passphrase")
         || key.contains("secret")
         || key.ends_with(".pem")
         || key == "sasl.oauthbearer.config"
@@ -130,6 +131,10 @@ mod tests {
             !shown.contains("hunter2") && !shown.contains("BEGIN"),
             "{shown}"
         );
+        assert!(!shown.contains("=k") && !shown.contains("=s "), "{shown}");
+        assert!(is_secret_option(
+            "sasl.oauthbearer.assertion.private.key.passphrase"
+        ));
         assert!(shown.contains("linger.ms=5"), "{shown}");
     }
 

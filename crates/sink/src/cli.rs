@@ -56,7 +56,7 @@ pub struct Args {
     pub statement_timeout: u64,
 
     /// Extra librdkafka property, KEY=VALUE (repeatable; env: comma-separated).
-    #[arg(short = 'K', long = "kafka-option", env = "SINK_KAFKA_OPTIONS", value_delimiter = ',', value_parser = txn_runtime::key_value)]
+    #[arg(short = 'K', long = "kafka-option", env = "SINK_KAFKA_OPTIONS", value_delimiter = ',', hide_env_values = true, value_parser = txn_runtime::key_value)]
     pub kafka_options: Vec<(String, String)>,
 }
 
@@ -106,7 +106,6 @@ impl Args {
             buffer_bytes: (self.buffer_mb as usize) << 20,
             table: self.table,
             postgres: PgConfig {
-                connect_timeout: Duration::from_secs(10),
                 statement_timeout: Duration::from_secs(self.statement_timeout),
                 ..postgres
             },

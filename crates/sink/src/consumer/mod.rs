@@ -52,7 +52,7 @@ use read::{UNREADABLE_LIMIT, Unreadable, is_unreadable, prefetch, receive, recv}
 pub enum ConsumeError {
     /// The client could not be created (a bad librdkafka property).
     #[error("invalid Kafka client configuration: {0}")]
-    Config(#[source] KafkaError),
+    Config(String),
     /// No broker answered within the connect timeout.
     #[error(transparent)]
     Unreachable(#[from] txn_runtime::kafka::Unreachable),
@@ -166,7 +166,7 @@ pub async fn connect(config: &SinkConfig) -> Result<Arc<SinkConsumer>, ConsumeEr
     txn_runtime::kafka::apply_options(&mut client, &config.kafka_options);
     let consumer: SinkConsumer = client
         .create_with_context(SinkContext::default())
-        .map_err(ConsumeError::Config)?;
+        .map_err(|e| ConsumeError::Config(txn_runtime::kafka::config_error(&e)))?;
     let consumer = Arc::new(consumer);
 
     let probe = consumer.clone();
