@@ -74,7 +74,7 @@ impl Args {
             Some(r) => Pace::Rate(r),
             None => Pace::Interval(Duration::from_secs_f64(self.interval)),
         };
-        let security = self.kafka.security_options()?;
+        let security = self.kafka.security_options(&self.kafka_options)?;
         Ok(ProducerConfig {
             bootstrap_servers: self.kafka.bootstrap_servers,
             topic: self.kafka.topic,

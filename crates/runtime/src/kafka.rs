@@ -139,7 +139,20 @@ impl KafkaArgs {
     /// or TLS files with a protocol that does not use them; a certificate without its
     /// key), a password given twice, or a file that cannot be read: one line naming the
     /// setting to fix.
-    pub fn security_options(&self) -> Result<KafkaOptions, ConfigError> {
+    /// `overrides` are the `-K` options that will follow: a setting they give counts as
+    /// given (`-K sasl.username=… --sasl-password-file …` works), and their
+    /// `security.protocol` is the protocol checked against.
+    pub fn security_options(
+        &self,
+        overrides: &[(String, String)],
+    ) -> Result<KafkaOptions, ConfigError> {
+        let given = |key: &str| {
+            overrides
+                .iter()
+                .rev()
+                .find(|(k, _)| k == key)
+                .map(|(_, v)| v.clone())
+        };
         let password = secret::value_or_file(
             "KAFKA_SASL_PASSWORD",
             self.sasl_password.clone(),
@@ -147,6 +160,8 @@ impl KafkaArgs {
         )?;
         let sasl_given =
             self.sasl_username.is_some() || password.is_some() || self.sasl_mechanism.is_some();
+        let overridden_protocol = given("security.protocol")
+            .and_then(|p| <SecurityProtocol as clap::ValueEnum>::from_str(&p, true).ok());
         let files = [
             (
                 "KAFKA_SSL_CA_LOCATION",
@@ -165,15 +180,21 @@ impl KafkaArgs {
             ),
         ];
         let tls_given = files.iter().any(|(_, _, f)| f.is_some());
-        let protocol = self.security_protocol.unwrap_or(if sasl_given {
-            SecurityProtocol::SaslSsl
-        } else if tls_given {
-            SecurityProtocol::Ssl
-        } else {
-            SecurityProtocol::Plaintext
-        });
+        let protocol = self
+            .security_protocol
+            .or(overridden_protocol)
+            .unwrap_or(if sasl_given {
+                SecurityProtocol::SaslSsl
+            } else if tls_given {
+                SecurityProtocol::Ssl
+            } else {
+                SecurityProtocol::Plaintext
+            });
+        // only what the flags say is added (what -K says, -K applies itself)
         let mut out = Vec::new();
-        if protocol != SecurityProtocol::Plaintext {
+        if protocol != SecurityProtocol::Plaintext
+            && (self.security_protocol.is_some() || overridden_protocol.is_none())
+        {
             out.push(("security.protocol".to_owned(), protocol.as_str().to_owned()));
         }
         if protocol.sasl() {
@@ -183,18 +204,30 @@ impl KafkaArgs {
                     protocol.as_str()
                 ))
             };
-            let mechanism = self.sasl_mechanism.ok_or_else(|| {
-                missing("KAFKA_SASL_MECHANISM (PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512)")
-            })?;
-            let user = self
-                .sasl_username
-                .as_ref()
-                .ok_or_else(|| missing("KAFKA_SASL_USERNAME"))?;
-            let password = password
-                .ok_or_else(|| missing("KAFKA_SASL_PASSWORD or KAFKA_SASL_PASSWORD_FILE"))?;
-            out.push(("sasl.mechanism".into(), mechanism.as_str().into()));
-            out.push(("sasl.username".into(), user.clone()));
-            out.push(("sasl.password".into(), password.expose().to_owned()));
+            let from_flags = [
+                (
+                    "sasl.mechanism",
+                    self.sasl_mechanism.map(|m| m.as_str().to_owned()),
+                    "KAFKA_SASL_MECHANISM (PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512)",
+                ),
+                (
+                    "sasl.username",
+                    self.sasl_username.clone(),
+                    "KAFKA_SASL_USERNAME",
+                ),
+                (
+                    "sasl.password",
+                    password.map(|p| p.expose().to_owned()),
+                    "KAFKA_SASL_PASSWORD or KAFKA_SASL_PASSWORD_FILE",
+                ),
+            ];
+            for (key, flag, name) in from_flags {
+                match flag {
+                    Some(v) => out.push((key.to_owned(), v)),
+                    None if given(key).is_some() => {}
+                    None => return Err(missing(name)),
+                }
+            }
         } else if sasl_given {
             return Err(ConfigError(format!(
                 "KAFKA_SASL_* settings are given but KAFKA_SECURITY_PROTOCOL is {}: use sasl_ssl (or sasl_plaintext, which sends credentials unencrypted)",
@@ -538,12 +571,14 @@ mod tests {
     struct Cli {
         #[command(flatten)]
         kafka: KafkaArgs,
+        #[arg(short = 'K', value_parser = crate::key_value)]
+        options: Vec<(String, String)>,
     }
 
     fn options(args: &[&str]) -> Result<KafkaOptions, ConfigError> {
         let cli = Cli::try_parse_from(std::iter::once("t").chain(args.iter().copied()))
             .map_err(|e| ConfigError(e.to_string()))?;
-        cli.kafka.security_options()
+        cli.kafka.security_options(&cli.options)
     }
 
     #[test]
@@ -572,6 +607,42 @@ mod tests {
         // a protocol given explicitly wins; -K options come after and override
         let o = options(&["--security-protocol", "SSL", "--ssl-ca-location", "/"]).unwrap();
         assert_eq!(o[0], ("security.protocol".into(), "ssl".into()));
+    }
+
+    #[test]
+    fn settings_given_with_k_count_as_given() {
+        // every SASL setting through -K: nothing added, -K carries it all
+        let all_k = options(&[
+            "-K",
+            "security.protocol=sasl_ssl",
+            "-K",
+            "sasl.mechanism=PLAIN",
+            "-K",
+            "sasl.username=u",
+            "-K",
+            "sasl.password=p",
+        ])
+        .unwrap();
+        assert!(all_k.is_empty(), "{all_k:?}");
+        // mixed: the user and mechanism from -K, the password from a flag
+        let mixed = options(&[
+            "-K",
+            "sasl.username=u",
+            "-K",
+            "sasl.mechanism=PLAIN",
+            "--sasl-password",
+            "p",
+        ])
+        .unwrap();
+        let keys: Vec<&str> = mixed.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(
+            keys,
+            ["security.protocol", "sasl.password"],
+            "-K adds the rest"
+        );
+        // -K's protocol is the one checked: SASL flags with -K security.protocol=ssl
+        let e = options(&["-K", "security.protocol=ssl", "--sasl-username", "u"]);
+        assert!(e.unwrap_err().0.contains("KAFKA_SECURITY_PROTOCOL is ssl"));
     }
 
     #[test]

@@ -97,7 +97,7 @@ impl Args {
         // the subcommand is read before the conversion
         let defaults = SinkConfig::default();
         let postgres = self.postgres.resolve()?;
-        let security = self.kafka.security_options()?;
+        let security = self.kafka.security_options(&self.kafka_options)?;
         Ok(SinkConfig {
             bootstrap_servers: self.kafka.bootstrap_servers,
             topic: self.kafka.topic,
