@@ -252,3 +252,134 @@ async fn sink_stop_signals_the_drain_deadline_and_a_second_signal_lose_nothing()
     assert_same(&produced, &table_rows(&db, &table).await?);
     drop_tables(&db, &table).await
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconcile_accounts_for_every_consumed_message_and_names_what_is_not() -> anyhow::Result<()>
+{
+    let stack = stack();
+    let topic = unique("bin_reconcile");
+    let table = unique("sink_reconcile");
+    create_topic(&stack, &topic, 3).await?;
+    produce(&stack, &topic, 200).await?;
+    produce_raw(&stack, &topic, 1, &[b"not a transaction".to_vec()]).await?;
+    let db = pg(&stack).await?;
+    let config = sink_config(&stack, &topic, &table);
+    let group = config.group_id.clone();
+    let sink = start_sink(config);
+    wait_for_rows(&db, &table, 200, Duration::from_secs(60)).await?;
+    let report = sink.stop().await?;
+    assert_eq!(report.dead_letters, 1, "{report:?}");
+    // produced after the stop: not consumed, so pending, never missing
+    produce(&stack, &topic, 10).await?;
+    let reconcile = |details: bool| {
+        let mut cmd = command("sink", &stack);
+        cmd.args([
+            "--topic",
+            &topic,
+            "--table",
+            &table,
+            "--group-id",
+            &group,
+            "reconcile",
+        ]);
+        if details {
+            cmd.arg("--details");
+        }
+        tokio::time::timeout(Duration::from_secs(120), cmd.output())
+    };
+
+    let out = reconcile(false).await??;
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{text}");
+    let log = json_log(&out.stderr)?;
+    let audit = events(&log, "reconcile")[0];
+    let n = |f: &str| field_u64(audit, f);
+    assert_eq!(
+        (n("checked")?, n("stored")?, n("parked")?),
+        (201, 200, 1),
+        "{audit}"
+    );
+    assert_eq!(
+        (n("missing")?, n("conflicting")?, n("not_parked")?),
+        (0, 0, 0)
+    );
+    assert_eq!(
+        (audit["extra"].as_i64(), audit["pending"].as_i64()),
+        (Some(0), Some(10))
+    );
+
+    // break the table: 3 rows gone, 1 changed, 1 that no message accounts for
+    let ids: Vec<String> = db
+        .query(
+            &format!("SELECT tx_id FROM {table} ORDER BY tx_id LIMIT 4"),
+            &[],
+        )
+        .await?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    db.execute(
+        &format!("DELETE FROM {table} WHERE tx_id = ANY($1)"),
+        &[&&ids[..3]],
+    )
+    .await?;
+    db.execute(
+        &format!("UPDATE {table} SET amount = amount + 1 WHERE tx_id = $1"),
+        &[&ids[3]],
+    )
+    .await?;
+    db.execute(
+        &format!(
+            "INSERT INTO {table} ({cols}) SELECT '00000000-0000-4000-8000-000000000001', {rest} FROM {table} LIMIT 1",
+            cols = sink::store::columns::list(),
+            rest = sink::store::columns::COLUMNS[1..]
+                .iter()
+                .map(|c| format!("\"{}\"", c.name))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        &[],
+    )
+    .await?;
+
+    let out = reconcile(true).await??;
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    let log = json_log(&out.stderr)?;
+    let audit = events(&log, "reconcile")[0];
+    let n = |f: &str| field_u64(audit, f);
+    assert_eq!(
+        (n("missing")?, n("conflicting")?, n("extra")?),
+        (3, 1, 1),
+        "{audit}"
+    );
+    let findings = events(&log, "finding");
+    let named: Vec<(&str, &str)> = findings
+        .iter()
+        .map(|f| {
+            (
+                f["kind"].as_str().unwrap_or(""),
+                f["tx_id"].as_str().unwrap_or(""),
+            )
+        })
+        .collect();
+    for id in &ids[..3] {
+        assert!(named.contains(&("missing", id.as_str())), "{id}: {named:?}");
+    }
+    assert!(
+        named.contains(&("conflicting", ids[3].as_str())),
+        "{named:?}"
+    );
+    let conflict = findings
+        .iter()
+        .find(|f| f["kind"] == "conflicting")
+        .unwrap();
+    assert!(
+        conflict["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("amount"),
+        "{conflict}"
+    );
+    drop_tables(&db, &table).await
+}

@@ -73,6 +73,15 @@ pub enum Command {
         #[arg(long)]
         error_class: Option<String>,
     },
+    /// Audits the topic against the table: every message the group consumed (below its
+    /// stored offsets) must have its row with the same content, or be parked in the dead
+    /// letters; rows no message accounts for count as extra. Read-only; exits 1 when
+    /// topic and table differ.
+    Reconcile {
+        /// Also print each message the table does not account for.
+        #[arg(long)]
+        details: bool,
+    },
     /// Sets the group's stored positions in the topic (every partition stored, or those
     /// given) to an offset, the start by default: after the topic was deleted and
     /// recreated, or to read it again. Stop the sinks of the group first. Rows already

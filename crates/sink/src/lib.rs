@@ -13,6 +13,7 @@
 //!   isolating fallback), `conflicts`, `dead_letters` (parking), `offsets` (loading and
 //!   resetting) and `replay`;
 //! - [`schema`]: the tables as the catalog has them; DDL only for what is missing;
+//! - [`reconcile`]: `sink reconcile`, the audit of a topic against the table;
 //! - [`progress`]: what the sink says it stored (a line per message at low rates, a
 //!   summary under load);
 //! - [`message`]: a consumed message, its bytes and its decoding;
@@ -32,6 +33,7 @@ pub mod dead_letter;
 pub mod error;
 pub mod message;
 pub mod progress;
+pub mod reconcile;
 pub mod retry;
 pub mod schema;
 pub mod store;

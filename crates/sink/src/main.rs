@@ -44,6 +44,73 @@ async fn main() -> ExitCode {
         };
     }
 
+    if let Some(Command::Reconcile { details }) = command {
+        return match sink::reconcile::reconcile(&config).await {
+            Ok(a) => {
+                if details {
+                    for f in &a.findings {
+                        tracing::warn!(
+                            event = "finding",
+                            kind = f.kind,
+                            partition = f.partition,
+                            offset = f.offset,
+                            tx_id = f.tx_id.as_deref().unwrap_or("-"),
+                            "{}",
+                            f.detail
+                        );
+                    }
+                }
+                let line = format!(
+                    "topic {} against table {}: {} messages checked, {} stored, {} parked; {} missing, {} conflicting, {} not parked; {} extra rows; {} offsets not consumed yet",
+                    config.topic,
+                    config.table,
+                    a.checked,
+                    a.stored,
+                    a.parked,
+                    a.count("missing"),
+                    a.count("conflicting"),
+                    a.count("not_parked"),
+                    a.extra,
+                    a.pending
+                );
+                tracing::info!(
+                    event = "reconcile",
+                    agrees = a.agrees(),
+                    partitions = a.partitions,
+                    checked = a.checked,
+                    stored = a.stored,
+                    parked = a.parked,
+                    missing = a.count("missing"),
+                    conflicting = a.count("conflicting"),
+                    not_parked = a.count("not_parked"),
+                    extra = a.extra,
+                    pending = a.pending,
+                    "{line}"
+                );
+                if a.agrees() {
+                    ExitCode::SUCCESS
+                } else {
+                    tracing::error!(
+                        event = "error",
+                        "topic {} and table {} differ{}",
+                        config.topic,
+                        config.table,
+                        if details {
+                            ""
+                        } else {
+                            " (--details lists the messages)"
+                        }
+                    );
+                    ExitCode::FAILURE
+                }
+            }
+            Err(e) => {
+                tracing::error!(event = "error", "{e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+
     if let Some(Command::ResetOffsets {
         partitions,
         to_offset,

@@ -111,7 +111,7 @@ impl Store {
 }
 
 /// A stored row, for comparison with a message of the same `tx_id`.
-struct StoredRow {
+pub(crate) struct StoredRow {
     user_id: String,
     amount: Decimal,
     currency: String,
@@ -126,7 +126,7 @@ struct StoredRow {
 impl StoredRow {
     /// Reads a row of the comparison query by column name; fails on values the Rust types
     /// cannot hold.
-    fn read(r: &tokio_postgres::Row) -> Result<Self, tokio_postgres::Error> {
+    pub(crate) fn read(r: &tokio_postgres::Row) -> Result<Self, tokio_postgres::Error> {
         Ok(StoredRow {
             user_id: r.try_get("user_id")?,
             amount: r.try_get("amount")?,
@@ -143,7 +143,7 @@ impl StoredRow {
     /// The fields in which `t` differs (the extra columns only when stored), named as in
     /// [`COLUMNS`]: one comparison per written column, in their order (a column added there
     /// and not here does not compile).
-    fn differences(&self, t: &Transaction) -> Vec<&'static str> {
+    pub(crate) fn differences(&self, t: &Transaction) -> Vec<&'static str> {
         // The optional columns differ only when both sides have a value: a message in the
         // seed table's shape (without them) redelivers a row written by our producer.
         fn differ<A: PartialEq<B>, B>(stored: Option<&A>, sent: Option<&B>) -> bool {

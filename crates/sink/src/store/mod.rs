@@ -33,7 +33,7 @@ use crate::error::{StoreError, io_error};
 use crate::schema;
 
 pub mod columns;
-mod conflicts;
+pub(crate) mod conflicts;
 mod dead_letters;
 mod offsets;
 mod replay;
@@ -78,10 +78,18 @@ pub struct Written {
 
 /// Table names, validated.
 #[derive(Debug, Clone)]
-struct Names {
-    table: String,
-    offsets: String,
-    dead_letters: String,
+pub(crate) struct Names {
+    pub(crate) table: String,
+    pub(crate) offsets: String,
+    pub(crate) dead_letters: String,
+}
+
+/// The validated names of `table` and its state tables (see [`Store::connect`]).
+///
+/// # Errors
+/// [`StoreError::Startup`] for a name that is not a plain identifier.
+pub(crate) fn table_names(table: &str) -> Result<Names, StoreError> {
+    names(table)
 }
 
 /// The sink's tables in PostgreSQL.
