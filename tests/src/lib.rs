@@ -583,6 +583,53 @@ pub async fn wait_for_exit(child: tokio::process::Child) -> anyhow::Result<std::
     Ok(tokio::time::timeout(Duration::from_secs(60), child.wait_with_output()).await??)
 }
 
+/// A GET of `path` on `addr` (the binaries' metrics endpoint): status and body. HTTP/1.0,
+/// so the server closes the connection after its answer.
+pub async fn http_get(addr: &str, path: &str) -> Result<(u16, String)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await?;
+    stream
+        .write_all(format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes())
+        .await?;
+    let mut answer = String::new();
+    tokio::time::timeout(Duration::from_secs(10), stream.read_to_string(&mut answer)).await??;
+    let (head, body) = answer
+        .split_once("\r\n\r\n")
+        .with_context(|| format!("not an HTTP answer: {answer:?}"))?;
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .with_context(|| format!("no status in {head:?}"))?;
+    Ok((status, body.to_owned()))
+}
+
+/// The value of the sample `name` (with its labels, if any) in a `/metrics` body.
+pub fn metric(body: &str, name: &str) -> Option<f64> {
+    body.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
+/// Waits until the JSON log file of a [`command_logged`] binary has a line with `event`.
+pub async fn wait_for_event(
+    log: &Path,
+    event: &str,
+    timeout: Duration,
+) -> Result<serde_json::Value> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let text = std::fs::read(log).unwrap_or_default();
+        let lines = json_log(&text).unwrap_or_default();
+        if let Some(line) = events(&lines, event).first() {
+            return Ok((*line).clone());
+        }
+        if tokio::time::Instant::now() >= deadline {
+            bail!("no {event} line in {} within {timeout:?}", log.display());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// The log lines of a binary run by [`command`] (JSON, one object per line). A line that is
 /// not a JSON object is an error: everything a binary writes to stderr goes through its
 /// logger.

@@ -383,3 +383,74 @@ async fn reconcile_accounts_for_every_consumed_message_and_names_what_is_not() -
     );
     drop_tables(&db, &table).await
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sink_serves_metrics_that_agree_with_the_table_and_health() -> anyhow::Result<()> {
+    let stack = stack();
+    let topic = unique("bin_metrics");
+    let table = unique("sink_metrics");
+    let group = unique("group");
+    create_topic(&stack, &topic, 3).await?;
+    let db = pg(&stack).await?;
+    let (mut cmd, log) = command_logged("sink", &stack, "metrics")?;
+    let child = cmd
+        .args(["--topic", &topic, "--table", &table, "--group-id", &group])
+        .args(["--metrics-addr", "127.0.0.1:0"])
+        .spawn()?;
+    let serving = wait_for_event(&log, "metrics", Duration::from_secs(30)).await?;
+    let addr = serving["addr"].as_str().unwrap_or_default().to_owned();
+    // alive at once; ready once PostgreSQL is checked and partitions are assigned
+    let (code, body) = http_get(&addr, "/healthz").await?;
+    assert_eq!(code, 200, "{body}");
+    let ready = async {
+        loop {
+            let (code, body) = http_get(&addr, "/readyz").await?;
+            if code == 200 {
+                return anyhow::Ok(body);
+            }
+            assert_eq!(code, 503, "{body}");
+            assert!(body.contains("not_ready"), "{body}");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    };
+    let body = tokio::time::timeout(Duration::from_secs(60), ready).await??;
+    assert!(body.contains("\"ready\":true"), "{body}");
+
+    produce(&stack, &topic, 120).await?;
+    produce_raw(
+        &stack,
+        &topic,
+        0,
+        &[b"{\"not\": \"a transaction\"}".to_vec()],
+    )
+    .await?;
+    wait_for_rows(&db, &table, 120, Duration::from_secs(60)).await?;
+    // the counters agree with the table and the dead letters once the batch is counted
+    let agree = async {
+        loop {
+            let (code, body) = http_get(&addr, "/metrics").await?;
+            assert_eq!(code, 200, "{body}");
+            let m = |name| metric(&body, name).unwrap_or(-1.0);
+            if m("sink_dead_letters_total") == 1.0 {
+                return anyhow::Ok(body);
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    };
+    let body = tokio::time::timeout(Duration::from_secs(60), agree).await??;
+    let m = |name| metric(&body, name).unwrap_or(-1.0);
+    let rows = count_rows(&db, &table).await? as f64;
+    assert_eq!(m("sink_rows_inserted_total"), rows, "{body}");
+    assert_eq!(m("sink_messages_consumed_total"), rows + 1.0, "{body}");
+    assert_eq!(m("sink_paused"), 0.0, "{body}");
+    assert!(m("sink_batches_total") >= 1.0, "{body}");
+    assert_eq!(m("sink_batch_size_messages_sum"), rows + 1.0, "{body}");
+    assert!(
+        body.contains("# TYPE sink_batch_write_seconds histogram"),
+        "{body}"
+    );
+    terminate(&child);
+    let out = wait_for_exit(child).await?;
+    assert!(out.status.success(), "{}", std::fs::read_to_string(&log)?);
+    drop_tables(&db, &table).await
+}

@@ -4,6 +4,7 @@
 //! Future operational concerns (metrics, health endpoints) belong here too.
 
 pub mod kafka;
+pub mod ops;
 pub mod postgres;
 pub mod secret;
 

@@ -20,6 +20,11 @@ pub struct Args {
     #[command(flatten)]
     pub log: txn_runtime::LogArgs,
 
+    /// Serve /metrics (Prometheus), /healthz and /readyz on this address, e.g.
+    /// 127.0.0.1:9187 [default: off].
+    #[arg(long, env = "SINK_METRICS_ADDR")]
+    pub metrics_addr: Option<std::net::SocketAddr>,
+
     /// Consumer group; its committed offsets are where a restart resumes.
     #[arg(long, env = "KAFKA_GROUP_ID", default_value = "transactions-sink")]
     pub group_id: String,
@@ -124,6 +129,7 @@ impl Args {
             },
             drain_timeout: Duration::from_secs(self.drain_timeout),
             kafka_options: security.then(self.kafka_options),
+            metrics_addr: self.metrics_addr,
             ..defaults
         })
     }

@@ -41,6 +41,8 @@ pub struct SinkConfig {
     pub probe_max: Duration,
     /// Extra librdkafka properties (`key=value`), applied last.
     pub kafka_options: txn_runtime::kafka::KafkaOptions,
+    /// Where to serve /metrics, /healthz and /readyz (`None`: not served).
+    pub metrics_addr: Option<std::net::SocketAddr>,
 }
 
 impl Default for SinkConfig {
@@ -59,6 +61,7 @@ impl Default for SinkConfig {
             probe_min: Duration::from_millis(500),
             probe_max: Duration::from_secs(2),
             kafka_options: txn_runtime::kafka::KafkaOptions::default(),
+            metrics_addr: None,
         }
     }
 }

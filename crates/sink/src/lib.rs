@@ -14,6 +14,7 @@
 //!   resetting) and `replay`;
 //! - [`schema`]: the tables as the catalog has them; DDL only for what is missing;
 //! - [`reconcile`]: `sink reconcile`, the audit of a topic against the table;
+//! - [`metrics`]: Prometheus metrics and health (`--metrics-addr`);
 //! - [`progress`]: what the sink says it stored (a line per message at low rates, a
 //!   summary under load);
 //! - [`message`]: a consumed message, its bytes and its decoding;
@@ -32,6 +33,7 @@ pub mod consumer;
 pub mod dead_letter;
 pub mod error;
 pub mod message;
+pub mod metrics;
 pub mod progress;
 pub mod reconcile;
 pub mod retry;
@@ -77,6 +79,24 @@ impl Error {
 /// [`Error`] on a start-up failure, or when a database write fails after its retries (the
 /// batch's offsets are then left uncommitted).
 pub async fn run(config: SinkConfig, shutdown: CancellationToken) -> Result<SinkReport, Error> {
+    let ops = metrics::Ops::new(config.postgres.operation_timeout());
+    run_with(config, shutdown, ops).await
+}
+
+/// [`run`], reporting to `ops` (the metrics and health a `--metrics-addr` endpoint serves).
+///
+/// # Errors
+/// As [`run`].
+pub async fn run_with(
+    config: SinkConfig,
+    shutdown: CancellationToken,
+    ops: metrics::Ops,
+) -> Result<SinkReport, Error> {
+    ops.health.beat();
+    ops.health
+        .set("postgres", Some("connecting to PostgreSQL".into()));
+    ops.health
+        .set("partitions", Some("no partition assigned yet".into()));
     info!(
         postgres = %format!("{}:{}/{}", config.postgres.host, config.postgres.port, config.postgres.database),
         user = %config.postgres.user,
@@ -85,8 +105,9 @@ pub async fn run(config: SinkConfig, shutdown: CancellationToken) -> Result<Sink
         "starting sink"
     );
     let store = store::Store::connect(&config.postgres, &config.table).await?;
+    ops.health.set("postgres", None);
     let consumer = consumer::connect(&config).await?;
-    let report = consumer::run(consumer, store, &config, shutdown).await?;
+    let report = consumer::run(consumer, store, &config, shutdown, ops).await?;
     Ok(report)
 }
 

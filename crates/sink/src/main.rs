@@ -137,8 +137,25 @@ async fn main() -> ExitCode {
 
     let signals =
         txn_runtime::shutdown_on_signal("writing the batch in hand and committing its offsets");
+    let ops = sink::metrics::Ops::new(config.postgres.operation_timeout());
+    if let Some(addr) = config.metrics_addr {
+        let mut registry = prometheus_client::registry::Registry::default();
+        ops.metrics.register(&mut registry);
+        let served = txn_runtime::ops::serve(
+            addr,
+            "SINK_METRICS_ADDR (--metrics-addr)",
+            std::sync::Arc::new(registry),
+            ops.health.clone(),
+            signals.force.clone(),
+        )
+        .await;
+        if let Err(e) = served {
+            tracing::error!(event = "error", "{e}");
+            return ExitCode::from(2);
+        }
+    }
     let result = tokio::select! {
-        r = sink::run(config, signals.stop.clone()) => r,
+        r = sink::run_with(config, signals.stop.clone(), ops) => r,
         _ = signals.force.cancelled() => return ExitCode::from(130),
     };
     match result {

@@ -237,7 +237,17 @@ struct Sink<'a> {
     reseek: HashMap<i32, i64>,
     /// When the failed seeks were last tried.
     last_reseek: Instant,
+    /// Metrics and health for the operators' endpoint (`--metrics-addr`).
+    ops: crate::metrics::Ops,
+    /// When the assignment was last looked at for readiness.
+    last_ready_check: Instant,
 }
+
+/// How often the loop looks at its assignment for `/readyz`.
+const READY_CHECK_EVERY: Duration = Duration::from_secs(1);
+
+/// Longest quiet wait of the loop: it beats at least this often (`/healthz`).
+const BEAT_EVERY: Duration = Duration::from_secs(5);
 
 /// How often failed seeks back are tried again.
 const RESEEK_EVERY: Duration = Duration::from_secs(1);
@@ -254,8 +264,11 @@ pub async fn run(
     store: Store,
     config: &SinkConfig,
     shutdown: CancellationToken,
+    ops: crate::metrics::Ops,
 ) -> Result<SinkReport, ConsumeError> {
     let mut sink = Sink {
+        ops,
+        last_ready_check: Instant::now() - READY_CHECK_EVERY,
         consumer: &consumer,
         store: &store,
         config,
@@ -283,6 +296,7 @@ impl Sink<'_> {
     async fn consume(&mut self) -> Result<(), ConsumeError> {
         let mut pending: Vec<Message> = Vec::with_capacity(self.config.batch_size);
         loop {
+            self.beat();
             self.retry_seeks();
             if let Err(e) = self.position_assigned().await {
                 self.on_store_error(e, pending.len(), &mut pending).await?;
@@ -306,6 +320,7 @@ impl Sink<'_> {
                     m = recv(self.consumer) => m,
                     _ = self.consumer.context().assigned_wake.notified() => continue,
                     _ = tokio::time::sleep(RESEEK_EVERY), if !self.reseek.is_empty() => continue,
+                    _ = tokio::time::sleep(BEAT_EVERY) => continue,
                     _ = tokio::time::sleep_until(due.unwrap_or_else(Instant::now)), if due.is_some() => {
                         if let Some(line) = self.progress.take(Instant::now()) {
                             line.log();
@@ -344,6 +359,20 @@ impl Sink<'_> {
                 std::mem::take(&mut pending)
             };
             self.write(batch, &mut pending).await?;
+        }
+    }
+
+    /// Tells `/healthz` the loop is alive, and `/readyz` (at most every
+    /// [`READY_CHECK_EVERY`]) whether partitions are assigned.
+    fn beat(&mut self) {
+        self.ops.health.beat();
+        if self.last_ready_check.elapsed() >= READY_CHECK_EVERY {
+            self.last_ready_check = Instant::now();
+            let none = self.assigned(None).is_empty();
+            self.ops.health.set(
+                "partitions",
+                none.then(|| format!("no partition of {} assigned", self.config.topic)),
+            );
         }
     }
 
@@ -392,6 +421,7 @@ impl Sink<'_> {
             let mut errors = Vec::new();
             let mut paused = false;
             let limits = (self.config.batch_size, self.half_budget());
+            let started = Instant::now();
             let outcome = tokio::select! {
                 r = self.write_with_retries(&accepted, &advances) => r,
                 _ = &mut deadline => return Err(unfinished(in_hand)),
@@ -414,6 +444,16 @@ impl Sink<'_> {
                     self.report.dead_letters += w.dead_letters;
                     self.report.conflicts += w.conflicts;
                     self.report.batches += 1;
+                    let m = &self.ops.metrics;
+                    m.consumed.inc_by(accepted.len() as u64);
+                    m.inserted.inc_by(w.inserted);
+                    m.duplicates.inc_by(w.duplicates);
+                    m.dead_letters.inc_by(w.dead_letters);
+                    m.conflicts.inc_by(w.conflicts);
+                    m.batches.inc();
+                    m.batch_size.observe(accepted.len() as f64);
+                    m.batch_write_seconds
+                        .observe(started.elapsed().as_secs_f64());
                     log_dead_letters(&accepted, &w);
                     if let Some(line) = self.progress.record(Instant::now(), &accepted, &w) {
                         line.log();

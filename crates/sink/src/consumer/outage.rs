@@ -30,6 +30,7 @@ impl Sink<'_> {
     ) -> Result<(), ConsumeError> {
         if e.is_transient() {
             self.report.outages += 1;
+            self.ops.metrics.outages.inc();
             return self.pause_until_healthy(&e, in_hand, held).await;
         }
         error!(error = %e, class = %e.class(), "database error that retrying cannot fix");
@@ -88,12 +89,19 @@ impl Sink<'_> {
                 "PostgreSQL is unavailable: paused consumption; probing until it is back"
             );
         }
+        self.ops.metrics.paused.set(1);
+        self.ops.health.set(
+            "postgres",
+            Some(format!("PostgreSQL unavailable ({cause}): paused")),
+        );
         let started = Instant::now();
         let mut last_log = Instant::now();
         let mut delay = self.config.probe_min;
         let store = self.store;
         let shutdown = self.shutdown;
         loop {
+            // alive (paused, not stalled): /healthz stays ok, /readyz says why not
+            self.ops.health.beat();
             // The probe (a wait, then one bounded round trip) races the stop signal and
             // the polling: a probe hung on a dead connection never holds either up.
             let wait = delay;
@@ -134,6 +142,8 @@ impl Sink<'_> {
         if let Err(e) = resume_all(self.consumer) {
             warn!(error = %e, "cannot resume partitions");
         }
+        self.ops.metrics.paused.set(0);
+        self.ops.health.set("postgres", None);
         info!(
             down_secs = started.elapsed().as_secs(),
             "PostgreSQL is back: resumed consumption"

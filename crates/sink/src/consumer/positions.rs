@@ -160,6 +160,7 @@ impl Sink<'_> {
     pub(super) fn plan(&mut self, batch: Vec<Message>) -> Result<Plan, ConsumeError> {
         let plan = plan(&mut self.positions, batch);
         self.report.skipped += plan.skipped;
+        self.ops.metrics.skipped.inc_by(plan.skipped);
         for &(partition, stored) in &plan.behind {
             let known = self.check_log_end(partition, stored)?;
             log_end_checked(&mut self.positions, partition, known);

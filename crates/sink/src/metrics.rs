@@ -1,0 +1,142 @@
+//! The sink's Prometheus metrics and health, served by `--metrics-addr` (see
+//! `txn_runtime::ops`). The names follow Prometheus' conventions (`sink_` prefix, `_total`
+//! counters, base units); the README lists each with its Kafka Connect counterpart.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+use txn_runtime::ops::Health;
+
+/// Counters, gauges and histograms of one sink (clones share them).
+#[derive(Debug, Clone)]
+pub struct SinkMetrics {
+    /// Messages of committed batches (accepted by the planner).
+    pub consumed: Counter,
+    /// Rows newly inserted.
+    pub inserted: Counter,
+    /// Redeliveries of rows already stored with the same content.
+    pub duplicates: Counter,
+    /// `tx_id`s already stored with different content (also dead letters).
+    pub conflicts: Counter,
+    /// Messages parked in the dead-letter table.
+    pub dead_letters: Counter,
+    /// Messages below the stored offset, skipped as already stored.
+    pub skipped: Counter,
+    /// Committed batches (database transactions).
+    pub batches: Counter,
+    /// Outages: retries exhausted on a transient error, consumption paused.
+    pub outages: Counter,
+    /// 1 while consumption is paused for an outage.
+    pub paused: Gauge,
+    /// Messages per committed batch.
+    pub batch_size: Histogram,
+    /// Seconds to write a batch (its transaction, retries included).
+    pub batch_write_seconds: Histogram,
+}
+
+impl Default for SinkMetrics {
+    fn default() -> Self {
+        SinkMetrics {
+            consumed: Counter::default(),
+            inserted: Counter::default(),
+            duplicates: Counter::default(),
+            conflicts: Counter::default(),
+            dead_letters: Counter::default(),
+            skipped: Counter::default(),
+            batches: Counter::default(),
+            outages: Counter::default(),
+            paused: Gauge::default(),
+            // 1 .. 65536 messages
+            batch_size: Histogram::new(exponential_buckets(1.0, 4.0, 9)),
+            // 1 ms .. 65 s
+            batch_write_seconds: Histogram::new(exponential_buckets(0.001, 2.0, 17)),
+        }
+    }
+}
+
+impl SinkMetrics {
+    /// Registers every metric in `registry`.
+    pub fn register(&self, registry: &mut Registry) {
+        let r = registry;
+        r.register(
+            "sink_messages_consumed",
+            "Messages of committed batches",
+            self.consumed.clone(),
+        );
+        r.register(
+            "sink_rows_inserted",
+            "Rows newly inserted",
+            self.inserted.clone(),
+        );
+        r.register(
+            "sink_duplicates",
+            "Redeliveries of rows already stored with the same content",
+            self.duplicates.clone(),
+        );
+        r.register(
+            "sink_conflicting_duplicates",
+            "tx_ids already stored with different content (dead-lettered)",
+            self.conflicts.clone(),
+        );
+        r.register(
+            "sink_dead_letters",
+            "Messages parked in the dead-letter table",
+            self.dead_letters.clone(),
+        );
+        r.register(
+            "sink_messages_skipped",
+            "Messages below the stored offset, skipped as already stored",
+            self.skipped.clone(),
+        );
+        r.register(
+            "sink_batches",
+            "Committed batches (database transactions)",
+            self.batches.clone(),
+        );
+        r.register(
+            "sink_outages",
+            "Database outages: retries exhausted, consumption paused until it is back",
+            self.outages.clone(),
+        );
+        r.register(
+            "sink_paused",
+            "1 while consumption is paused for a database outage",
+            self.paused.clone(),
+        );
+        r.register(
+            "sink_batch_size_messages",
+            "Messages per committed batch",
+            self.batch_size.clone(),
+        );
+        r.register(
+            "sink_batch_write_seconds",
+            "Seconds to write a batch, retries included",
+            self.batch_write_seconds.clone(),
+        );
+    }
+}
+
+/// What the sink reports to its operators while it runs.
+#[derive(Debug, Clone)]
+pub struct Ops {
+    /// Its metrics.
+    pub metrics: SinkMetrics,
+    /// Its liveness and readiness.
+    pub health: Arc<Health>,
+}
+
+impl Ops {
+    /// Metrics and health for a sink whose longest database operation takes `op_timeout`:
+    /// the loop is stalled only past twice that plus a margin (a write in progress does
+    /// not beat).
+    pub fn new(op_timeout: Duration) -> Ops {
+        Ops {
+            metrics: SinkMetrics::default(),
+            health: Health::new(op_timeout * 2 + Duration::from_secs(30)),
+        }
+    }
+}
