@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs every test: brings the local stack up (real Kafka and PostgreSQL, see
-# scripts/stack.sh), then the unit tests and the end-to-end tests against it (the
+# scripts/stack.sh) and makes sure Prometheus is installed (scripts/prometheus.sh), then the unit tests and the end-to-end tests against it (the
 # pipeline-tests feature e2e; a plain `cargo test` runs the unit tests only).
 # Extra arguments go to `cargo test` (e.g. `scripts/test.sh -p txn-model`).
 set -euo pipefail
@@ -8,6 +8,8 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 export PATH="$HOME/.cargo/bin:$PATH"
 scripts/build-deps.sh
 scripts/stack.sh up
+# a real Prometheus scrapes the binaries in tests/tests/prometheus.rs
+scripts/prometheus.sh >/dev/null
 # a hung test must not eat the CI budget
 rm -f target/test-figures.txt
 timeout --foreground 45m cargo test --workspace --features pipeline-tests/e2e "$@"
