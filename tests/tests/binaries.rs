@@ -431,7 +431,7 @@ async fn the_sink_serves_metrics_that_agree_with_the_table_and_health() -> anyho
             let (code, body) = http_get(&addr, "/metrics").await?;
             assert_eq!(code, 200, "{body}");
             let m = |name| metric(&body, name).unwrap_or(-1.0);
-            if m("sink_dead_letters_total") == 1.0 {
+            if m("sink_dead_letters_total{class=\"schema\"}") == 1.0 {
                 return anyhow::Ok(body);
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
@@ -443,6 +443,17 @@ async fn the_sink_serves_metrics_that_agree_with_the_table_and_health() -> anyho
     assert_eq!(m("sink_rows_inserted_total"), rows, "{body}");
     assert_eq!(m("sink_messages_consumed_total"), rows + 1.0, "{body}");
     assert_eq!(m("sink_paused"), 0.0, "{body}");
+    // every class is there from the start; only the schema one counted
+    assert_eq!(
+        m("sink_dead_letters_total{class=\"not_utf8\"}"),
+        0.0,
+        "{body}"
+    );
+    assert_eq!(
+        m("sink_dead_letters_total{class=\"unstorable\"}"),
+        0.0,
+        "{body}"
+    );
     assert!(m("sink_batches_total") >= 1.0, "{body}");
     assert_eq!(m("sink_batch_size_messages_sum"), rows + 1.0, "{body}");
     assert!(

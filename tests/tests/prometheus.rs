@@ -89,7 +89,7 @@ async fn prometheus_scrapes_the_sink_and_its_counters_agree_with_postgres() -> a
                 .await
                 .ok()
                 .flatten();
-            let dead = query(&prometheus, "sink_dead_letters_total")
+            let dead = query(&prometheus, "sum(sink_dead_letters_total)")
                 .await
                 .ok()
                 .flatten();
@@ -112,6 +112,11 @@ async fn prometheus_scrapes_the_sink_and_its_counters_agree_with_postgres() -> a
         Some(rows + parked as f64)
     );
     assert_eq!(query(&prometheus, "sink_paused").await?, Some(0.0));
+    assert_eq!(
+        query(&prometheus, "sink_dead_letters_total{class=\"not_utf8\"}").await?,
+        Some(parked as f64),
+        "the dead letter counted under its class"
+    );
     let batches = query(&prometheus, "sink_batch_write_seconds_count").await?;
     assert!(batches.is_some_and(|b| b >= 1.0), "{batches:?}");
     report_figures(&format!(

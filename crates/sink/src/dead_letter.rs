@@ -19,6 +19,24 @@ pub const FIELD_MAX_CHARS: usize = 100;
 /// The error class of a minimal dead letter written when the full one was rejected.
 pub const UNSTORABLE: &str = "unstorable";
 
+/// Every `error_class` a dead letter can have (the metric's `class` label values).
+pub const CLASSES: [&str; 6] = [
+    "not_utf8",
+    "invalid_json",
+    "schema",
+    "rejected",
+    "conflicting_duplicate",
+    UNSTORABLE,
+];
+
+/// The index of `class` in [`CLASSES`] (an unknown one counts as unstorable).
+pub fn class_index(class: &str) -> usize {
+    CLASSES
+        .iter()
+        .position(|c| *c == class)
+        .unwrap_or(CLASSES.len() - 1)
+}
+
 /// `text` with control characters escaped (`\u{0}`, `\n`, …) and cut to at most
 /// `max_bytes` bytes (an ellipsis marks a cut).
 pub fn sanitize(text: &str, max_bytes: usize) -> String {

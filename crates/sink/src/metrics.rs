@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
@@ -22,8 +23,8 @@ pub struct SinkMetrics {
     pub duplicates: Counter,
     /// `tx_id`s already stored with different content (also dead letters).
     pub conflicts: Counter,
-    /// Messages parked in the dead-letter table.
-    pub dead_letters: Counter,
+    /// Messages parked in the dead-letter table, by `class` (the `error_class`).
+    pub dead_letters: Family<Vec<(&'static str, &'static str)>, Counter>,
     /// Messages below the stored offset, skipped as already stored.
     pub skipped: Counter,
     /// Committed batches (database transactions).
@@ -45,7 +46,7 @@ impl Default for SinkMetrics {
             inserted: Counter::default(),
             duplicates: Counter::default(),
             conflicts: Counter::default(),
-            dead_letters: Counter::default(),
+            dead_letters: Family::default(),
             skipped: Counter::default(),
             batches: Counter::default(),
             outages: Counter::default(),
@@ -59,6 +60,17 @@ impl Default for SinkMetrics {
 }
 
 impl SinkMetrics {
+    /// Counts the dead letters of a committed batch under their classes.
+    pub fn dead_lettered(&self, by_class: &[u64]) {
+        for (class, &n) in crate::dead_letter::CLASSES.iter().zip(by_class) {
+            if n > 0 {
+                self.dead_letters
+                    .get_or_create(&vec![("class", *class)])
+                    .inc_by(n);
+            }
+        }
+    }
+
     /// Registers every metric in `registry`.
     pub fn register(&self, registry: &mut Registry) {
         let r = registry;
@@ -84,9 +96,15 @@ impl SinkMetrics {
         );
         r.register(
             "sink_dead_letters",
-            "Messages parked in the dead-letter table",
+            "Messages parked in the dead-letter table, by error_class",
             self.dead_letters.clone(),
         );
+        // every class present from the start, so rate() and alerts see a 0 before the first
+        for class in crate::dead_letter::CLASSES {
+            self.dead_letters
+                .get_or_create(&vec![("class", class)])
+                .inc_by(0);
+        }
         r.register(
             "sink_messages_skipped",
             "Messages below the stored offset, skipped as already stored",

@@ -448,7 +448,7 @@ impl Sink<'_> {
                     m.consumed.inc_by(accepted.len() as u64);
                     m.inserted.inc_by(w.inserted);
                     m.duplicates.inc_by(w.duplicates);
-                    m.dead_letters.inc_by(w.dead_letters);
+                    m.dead_lettered(&w.dead_letters_by_class);
                     m.conflicts.inc_by(w.conflicts);
                     m.batches.inc();
                     m.batch_size.observe(accepted.len() as f64);

@@ -74,6 +74,8 @@ pub struct Written {
     pub conflicts: u64,
     /// Dead letters written (undecodable, rejected, conflicting).
     pub dead_letters: u64,
+    /// Of those, how many of each class, indexed as [`dead_letter::CLASSES`].
+    pub dead_letters_by_class: [u64; dead_letter::CLASSES.len()],
 }
 
 /// Table names, validated.
@@ -132,6 +134,13 @@ impl Landed {
                 .saturating_sub(self.conflicts),
             conflicts: self.conflicts,
             dead_letters: self.parked.len() as u64,
+            dead_letters_by_class: self.parked.iter().fold(
+                [0; dead_letter::CLASSES.len()],
+                |mut by, p| {
+                    by[dead_letter::class_index(p.class)] += 1;
+                    by
+                },
+            ),
         }
     }
 }
