@@ -630,6 +630,18 @@ pub async fn wait_for_event(
     }
 }
 
+/// Holds an ACCESS EXCLUSIVE lock on `table` so that the sink's insert blocks: the sink
+/// then has a batch in hand that it cannot write.
+pub async fn lock_table(stack: &Stack, table: &str) -> anyhow::Result<tokio_postgres::Client> {
+    let locker = pg(stack).await?;
+    locker
+        .batch_execute(&format!(
+            "BEGIN; LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE"
+        ))
+        .await?;
+    Ok(locker)
+}
+
 /// The log lines of a binary run by [`command`] (JSON, one object per line). A line that is
 /// not a JSON object is an error: everything a binary writes to stderr goes through its
 /// logger.

@@ -134,18 +134,6 @@ async fn producer_dry_run_prints_json_lines_without_kafka() -> anyhow::Result<()
     Ok(())
 }
 
-/// Holds an ACCESS EXCLUSIVE lock on `table` so that the sink's insert blocks: the sink
-/// then has a batch in hand that it cannot write.
-async fn lock_table(stack: &Stack, table: &str) -> anyhow::Result<tokio_postgres::Client> {
-    let locker = pg(stack).await?;
-    locker
-        .batch_execute(&format!(
-            "BEGIN; LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE"
-        ))
-        .await?;
-    Ok(locker)
-}
-
 /// Waits until a session of the sink waits on a lock (its write is blocked).
 async fn wait_for_blocked_write(db: &tokio_postgres::Client) -> anyhow::Result<()> {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);

@@ -117,6 +117,54 @@ async fn prometheus_scrapes_the_sink_and_its_counters_agree_with_postgres() -> a
         Some(parked as f64),
         "the dead letter counted under its class"
     );
+    // the lag of every partition returns to 0 once the topic is drained
+    let lag_query = format!("max(sink_consumer_lag_messages{{topic=\"{topic}\"}})");
+    let count_query = format!("count(sink_consumer_lag_messages{{topic=\"{topic}\"}})");
+    let drained = async {
+        loop {
+            let lag = query(&prometheus, &lag_query).await.ok().flatten();
+            let partitions = query(&prometheus, &count_query).await.ok().flatten();
+            if lag == Some(0.0) && partitions == Some(3.0) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(60), drained)
+        .await
+        .map_err(|_| anyhow::anyhow!("the lag of the 3 partitions did not read 0 within 60 s"))?;
+    // and rises while messages wait: a table the sink cannot write holds 30 new ones back
+    let locker = lock_table(&stack, &table).await?;
+    produce(&stack, &topic, 30).await?;
+    let behind = async {
+        loop {
+            let lag = query(
+                &prometheus,
+                &format!("sum(sink_consumer_lag_messages{{topic=\"{topic}\"}})"),
+            )
+            .await
+            .ok()
+            .flatten();
+            if lag == Some(30.0) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(60), behind)
+        .await
+        .map_err(|_| {
+            anyhow::anyhow!("the lag did not reach the 30 held-back messages within 60 s")
+        })?;
+    drop(locker);
+    wait_for_rows(&db, &table, 230, Duration::from_secs(60)).await?;
+    tokio::time::timeout(Duration::from_secs(60), async {
+        while query(&prometheus, &lag_query).await.ok().flatten() != Some(0.0) {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    })
+    .await
+    .map_err(|_| anyhow::anyhow!("the lag did not return to 0 after the table was released"))?;
     let batches = query(&prometheus, "sink_batch_write_seconds_count").await?;
     assert!(batches.is_some_and(|b| b >= 1.0), "{batches:?}");
     report_figures(&format!(

@@ -12,6 +12,9 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 use txn_runtime::ops::Health;
 
+/// A series' labels.
+pub type Labels = Vec<(&'static str, String)>;
+
 /// Counters, gauges and histograms of one sink (clones share them).
 #[derive(Debug, Clone)]
 pub struct SinkMetrics {
@@ -33,6 +36,11 @@ pub struct SinkMetrics {
     pub outages: Counter,
     /// 1 while consumption is paused for an outage.
     pub paused: Gauge,
+    /// Messages in Kafka not yet in the table, by topic and partition (log end minus the
+    /// stored next offset; 0 once drained).
+    pub lag: Family<Labels, Gauge>,
+    /// The partitions whose lag is exported now.
+    lag_partitions: Arc<std::sync::Mutex<Vec<Labels>>>,
     /// Messages per committed batch.
     pub batch_size: Histogram,
     /// Seconds to write a batch (its transaction, retries included).
@@ -51,6 +59,8 @@ impl Default for SinkMetrics {
             batches: Counter::default(),
             outages: Counter::default(),
             paused: Gauge::default(),
+            lag: Family::default(),
+            lag_partitions: Arc::default(),
             // 1 .. 65536 messages
             batch_size: Histogram::new(exponential_buckets(1.0, 4.0, 9)),
             // 1 ms .. 65 s
@@ -60,6 +70,24 @@ impl Default for SinkMetrics {
 }
 
 impl SinkMetrics {
+    /// Sets the lag of each `(partition, messages)` of `topic`; partitions exported before
+    /// and absent now (revoked) are dropped.
+    pub fn set_lag(&self, topic: &str, lags: &[(i32, i64)]) {
+        let labels = |p: i32| vec![("topic", topic.to_owned()), ("partition", p.to_string())];
+        let now: Vec<_> = lags.iter().map(|(p, _)| labels(*p)).collect();
+        let mut exported = self
+            .lag_partitions
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for gone in exported.iter().filter(|l| !now.contains(l)) {
+            self.lag.remove(gone);
+        }
+        for (&(_, n), l) in lags.iter().zip(&now) {
+            self.lag.get_or_create(l).set(n);
+        }
+        *exported = now;
+    }
+
     /// Counts the dead letters of a committed batch under their classes.
     pub fn dead_lettered(&self, by_class: &[u64]) {
         for (class, &n) in crate::dead_letter::CLASSES.iter().zip(by_class) {
@@ -124,6 +152,11 @@ impl SinkMetrics {
             "sink_paused",
             "1 while consumption is paused for a database outage",
             self.paused.clone(),
+        );
+        r.register(
+            "sink_consumer_lag_messages",
+            "Messages in Kafka not yet in the table, by partition (0 once drained)",
+            self.lag.clone(),
         );
         r.register(
             "sink_batch_size_messages",

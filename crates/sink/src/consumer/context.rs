@@ -38,6 +38,11 @@ pub struct SinkContext {
     pub(super) assigned_wake: tokio::sync::Notify,
     /// The last TLS or SASL failure, for the start-up check.
     pub(super) security: txn_runtime::kafka::SecurityFailure,
+    /// The stored next offset of each partition the sink holds a position for (a copy the
+    /// loop refreshes), for the lag gauges.
+    pub(super) stored_next: Mutex<HashMap<i32, i64>>,
+    /// Where the lag goes: the sink's topic and metrics (set when the loop starts).
+    pub(super) lag: std::sync::OnceLock<(String, crate::metrics::SinkMetrics)>,
 }
 
 impl ClientContext for SinkContext {
@@ -49,6 +54,35 @@ impl ClientContext for SinkContext {
     fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, message: &str) {
         self.security.note_text(message);
         txn_runtime::kafka::forward_log(level, fac, message);
+    }
+
+    /// librdkafka's statistics (every second with `--metrics-addr`), served by any poll of
+    /// the loop, also while a write is blocked or the sink is paused: the lag of each
+    /// assigned partition is its log end (last stable offset) minus its stored next offset.
+    fn stats(&self, statistics: rdkafka::Statistics) {
+        let Some((topic, metrics)) = self.lag.get() else {
+            return;
+        };
+        let Some(t) = statistics.topics.get(topic) else {
+            return;
+        };
+        let stored = lock(&self.stored_next).clone();
+        let lags: Vec<(i32, i64)> = t
+            .partitions
+            .values()
+            // -1 is librdkafka's internal partition; a negative offset is not known yet
+            .filter(|part| part.partition >= 0 && part.desired)
+            .filter_map(|part| {
+                let end = if part.ls_offset >= 0 {
+                    part.ls_offset
+                } else {
+                    part.hi_offset
+                };
+                let next = stored.get(&part.partition)?;
+                (end >= 0).then(|| (part.partition, (end - next).max(0)))
+            })
+            .collect();
+        metrics.set_lag(topic, &lags);
     }
 }
 

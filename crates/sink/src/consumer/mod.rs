@@ -42,8 +42,8 @@ mod plan;
 mod positions;
 mod read;
 
-use context::resume_all;
 pub use context::{SinkConsumer, SinkContext};
+use context::{lock, resume_all};
 use plan::{Plan, Position};
 use read::{UNREADABLE_LIMIT, Unreadable, is_unreadable, prefetch, receive, recv};
 
@@ -163,6 +163,10 @@ pub async fn connect(config: &SinkConfig) -> Result<Arc<SinkConsumer>, ConsumeEr
         // ...but then the queue is often "full", and librdkafka waits fetch.queue.backoff.ms
         // (1 s by default) before fetching again: the sink starved for ~300 ms each second.
         .set("fetch.queue.backoff.ms", "10");
+    if config.metrics_addr.is_some() {
+        // the partitions' log ends, for the lag gauges
+        client.set("statistics.interval.ms", "1000");
+    }
     txn_runtime::kafka::apply_options(&mut client, &config.kafka_options);
     let consumer: SinkConsumer = client
         .create_with_context(SinkContext::default())
@@ -282,6 +286,10 @@ pub async fn run(
         reseek: HashMap::new(),
         last_reseek: Instant::now(),
     };
+    let _ = consumer
+        .context()
+        .lag
+        .set((config.topic.clone(), sink.ops.metrics.clone()));
     let result = sink.consume().await;
     if let Some(line) = sink.progress.take(Instant::now()) {
         line.log();
@@ -368,12 +376,26 @@ impl Sink<'_> {
         self.ops.health.beat();
         if self.last_ready_check.elapsed() >= READY_CHECK_EVERY {
             self.last_ready_check = Instant::now();
-            let none = self.assigned(None).is_empty();
+            let assigned = self.assigned(None);
             self.ops.health.set(
                 "partitions",
-                none.then(|| format!("no partition of {} assigned", self.config.topic)),
+                assigned
+                    .is_empty()
+                    .then(|| format!("no partition of {} assigned", self.config.topic)),
             );
+            self.share_positions();
         }
+    }
+
+    /// Shares the stored positions with the context, whose statistics callback computes
+    /// the lag gauges from them.
+    fn share_positions(&self) {
+        let next: HashMap<i32, i64> = self
+            .positions
+            .iter()
+            .filter_map(|(p, pos)| pos.next.map(|n| (*p, n)))
+            .collect();
+        *lock(&self.consumer.context().stored_next) = next;
     }
 
     /// Bytes the batch in hand, and the read-ahead, may each hold.
@@ -438,6 +460,7 @@ impl Sink<'_> {
                     for a in &advances {
                         self.positions.entry(a.partition).or_default().next = Some(a.next);
                     }
+                    self.share_positions();
                     self.report.messages += accepted.len() as u64;
                     self.report.inserted += w.inserted;
                     self.report.duplicates += w.duplicates;
