@@ -453,3 +453,64 @@ async fn the_sink_serves_metrics_that_agree_with_the_table_and_health() -> anyho
     assert!(out.status.success(), "{}", std::fs::read_to_string(&log)?);
     drop_tables(&db, &table).await
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_producer_serves_metrics_that_never_run_ahead_of_the_topic() -> anyhow::Result<()> {
+    let stack = stack();
+    let topic = unique("bin_producer_metrics");
+    create_topic(&stack, &topic, 3).await?;
+    let (mut cmd, log) = command_logged("producer", &stack, "producer_metrics")?;
+    let child = cmd
+        .args([
+            "--topic",
+            &topic,
+            "--rate",
+            "200",
+            "--metrics-addr",
+            "127.0.0.1:0",
+        ])
+        .spawn()?;
+    let serving = wait_for_event(&log, "metrics", Duration::from_secs(30)).await?;
+    let addr = serving["addr"].as_str().unwrap_or_default().to_owned();
+    let delivered = async {
+        loop {
+            let (code, body) = http_get(&addr, "/metrics").await?;
+            assert_eq!(code, 200, "{body}");
+            if metric(&body, "producer_messages_delivered_total").unwrap_or(0.0) >= 200.0 {
+                return anyhow::Ok(body);
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    };
+    let body = tokio::time::timeout(Duration::from_secs(60), delivered).await??;
+    let m = |name| metric(&body, name).unwrap_or(-1.0);
+    let (sent, delivered, failed) = (
+        m("producer_messages_sent_total"),
+        m("producer_messages_delivered_total"),
+        m("producer_messages_failed_total"),
+    );
+    assert_eq!(failed, 0.0, "{body}");
+    assert_eq!(
+        m("producer_messages_in_flight"),
+        sent - delivered - failed,
+        "{body}"
+    );
+    // every message counted as delivered is in the topic already
+    let in_topic = read_topic(&stack, &topic).await?.len() as f64;
+    assert!(
+        in_topic >= delivered,
+        "{in_topic} in the topic, {delivered} delivered"
+    );
+    let (code, body) = http_get(&addr, "/readyz").await?;
+    assert_eq!(code, 200, "{body}");
+    terminate(&child);
+    let out = wait_for_exit(child).await?;
+    assert!(out.status.success(), "{}", std::fs::read_to_string(&log)?);
+    let log = json_log(&std::fs::read(&log)?)?;
+    let report = events(&log, "report")[0];
+    assert!(
+        field_u64(report, "delivered")? as f64 >= delivered,
+        "{report}"
+    );
+    Ok(())
+}

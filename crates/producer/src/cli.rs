@@ -17,6 +17,11 @@ pub struct Args {
     #[command(flatten)]
     pub log: txn_runtime::LogArgs,
 
+    /// Serve /metrics (Prometheus), /healthz and /readyz on this address, e.g.
+    /// 127.0.0.1:9188 [default: off].
+    #[arg(long, env = "PRODUCER_METRICS_ADDR")]
+    pub metrics_addr: Option<std::net::SocketAddr>,
+
     /// A users CSV file, or a directory of monthly *.csv files, with a user_id column.
     #[arg(long, env = "USERS_CSV_PATH", default_value = "data/users")]
     pub users: PathBuf,
@@ -87,6 +92,7 @@ impl Args {
             max_in_flight: self.max_in_flight,
             compression: self.compression,
             kafka_options: security.then(self.kafka_options),
+            metrics_addr: self.metrics_addr,
             ..ProducerConfig::default()
         })
     }

@@ -79,6 +79,8 @@ pub struct ProducerConfig {
     pub compression: Compression,
     /// Extra librdkafka properties (`key=value`), applied last.
     pub kafka_options: txn_runtime::kafka::KafkaOptions,
+    /// Where to serve /metrics, /healthz and /readyz (`None`: not served).
+    pub metrics_addr: Option<std::net::SocketAddr>,
 }
 
 impl Default for ProducerConfig {
@@ -96,11 +98,21 @@ impl Default for ProducerConfig {
             max_in_flight: 20_000,
             compression: Compression::default(),
             kafka_options: txn_runtime::kafka::KafkaOptions::default(),
+            metrics_addr: None,
         }
     }
 }
 
 impl ProducerConfig {
+    /// Longest time between two turns of the send loop while it is alive: three pauses
+    /// of the pace, at least a minute (a full local queue waits for the broker).
+    pub fn stall_after(&self) -> Duration {
+        match self.pace {
+            Pace::Interval(d) => (d * 3).max(Duration::from_secs(60)),
+            _ => Duration::from_secs(60),
+        }
+    }
+
     /// Whether each delivery is worth its own log line (slow paces) or only counted.
     pub fn logs_each_delivery(&self) -> bool {
         match self.pace {

@@ -15,6 +15,7 @@
 
 pub mod cli;
 pub mod config;
+pub mod metrics;
 pub mod pacing;
 pub mod publisher;
 pub mod stats;
@@ -83,6 +84,26 @@ pub enum Error {
 /// [`Error`] when the users cannot be loaded or Kafka cannot be reached at start-up.
 /// Delivery failures during the run are not errors: they are counted in the [`Report`].
 pub async fn run(config: ProducerConfig, shutdown: CancellationToken) -> Result<Report, Error> {
+    run_with(config, shutdown, Arc::new(stats::Stats::new()), None).await
+}
+
+/// [`run`], counting into `stats` (what a `--metrics-addr` endpoint reads; latencies are
+/// measured from its creation).
+///
+/// # Errors
+/// As [`run`].
+pub async fn run_with(
+    config: ProducerConfig,
+    shutdown: CancellationToken,
+    stats: Arc<stats::Stats>,
+    health: Option<Arc<txn_runtime::ops::Health>>,
+) -> Result<Report, Error> {
+    let beat = || {
+        if let Some(h) = &health {
+            h.beat();
+        }
+    };
+    beat();
     let users = load_users(&config.users_path)?;
     if let Some(summary) = users.skipped_summary() {
         warn!("{summary}");
@@ -98,7 +119,10 @@ pub async fn run(config: ProducerConfig, shutdown: CancellationToken) -> Result<
         return dry_run(&config, &mut generator, &shutdown).await;
     }
 
-    let publisher = publisher::Publisher::connect(&config).await?;
+    let publisher = publisher::Publisher::connect(&config, stats).await?;
+    if let Some(h) = &health {
+        h.set("kafka", None);
+    }
     info!(servers = %config.bootstrap_servers, topic = %config.topic, pace = ?config.pace, count = ?config.count, "publishing");
     // At slow paces each delivery is logged; at high rates a progress line every 5 s.
     let progress =
@@ -114,6 +138,7 @@ pub async fn run(config: ProducerConfig, shutdown: CancellationToken) -> Result<
     // drained below before the error is returned: none is left to `Drop`.
     let mut enqueue_error = None;
     while config.count.is_none_or(|n| sent < n) {
+        beat();
         if let Some(due) = pacer.next_due() {
             tokio::select! {
                 _ = shutdown.cancelled() => break,

@@ -15,9 +15,30 @@ async fn main() -> ExitCode {
         return ExitCode::from(2);
     };
     let signals = txn_runtime::shutdown_on_signal("finishing in-flight messages");
+    let stats = std::sync::Arc::new(producer::stats::Stats::new());
+    let health = txn_runtime::ops::Health::new(config.stall_after());
+    health.set("kafka", Some("connecting to Kafka".into()));
+    if let Some(addr) = config.metrics_addr {
+        let mut registry = prometheus_client::registry::Registry::default();
+        registry.register_collector(Box::new(producer::metrics::ProducerCollector::new(
+            stats.clone(),
+        )));
+        let served = txn_runtime::ops::serve(
+            addr,
+            "PRODUCER_METRICS_ADDR (--metrics-addr)",
+            std::sync::Arc::new(registry),
+            health.clone(),
+            signals.force.clone(),
+        )
+        .await;
+        if let Err(e) = served {
+            tracing::error!(event = "error", "{e}");
+            return ExitCode::from(2);
+        }
+    }
 
     let result = tokio::select! {
-        r = producer::run(config, signals.stop.clone()) => r,
+        r = producer::run_with(config, signals.stop.clone(), stats, Some(health)) => r,
         _ = signals.force.cancelled() => return ExitCode::from(130),
     };
     match result {

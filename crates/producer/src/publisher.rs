@@ -5,6 +5,7 @@
 //! So "all permits back" means "every message accounted for", which is how shutdown waits.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use rdkafka::ClientContext;
@@ -140,9 +141,11 @@ impl Publisher {
     /// # Errors
     /// [`PublishError::Config`] for a bad property, [`PublishError::Unreachable`] when no
     /// broker answers in time.
-    pub async fn connect(config: &ProducerConfig) -> Result<Publisher, PublishError> {
+    pub async fn connect(
+        config: &ProducerConfig,
+        stats: Arc<Stats>,
+    ) -> Result<Publisher, PublishError> {
         let permits = Arc::new(Semaphore::new(config.max_in_flight));
-        let stats = Arc::new(Stats::new());
         let context = DeliveryContext {
             stats: stats.clone(),
             permits: permits.clone(),
@@ -195,6 +198,7 @@ impl Publisher {
                 Ok(()) => {
                     // enqueued: its delivery report returns the permit
                     permit.forget();
+                    self.stats.sent.fetch_add(1, Ordering::Relaxed);
                     return Ok(());
                 }
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {

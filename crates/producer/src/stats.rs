@@ -15,6 +15,8 @@ use hdrhistogram::Histogram;
 #[derive(Debug)]
 pub struct Stats {
     start: Instant,
+    /// Messages handed to librdkafka (enqueued).
+    pub sent: AtomicU64,
     /// Messages acknowledged by the broker.
     pub delivered: AtomicU64,
     /// Messages that failed (timed out, rejected).
@@ -77,6 +79,7 @@ impl Stats {
 
     fn starting_at(start: Instant) -> Stats {
         Stats {
+            sent: AtomicU64::new(0),
             start,
             delivered: AtomicU64::new(0),
             failed: AtomicU64::new(0),
