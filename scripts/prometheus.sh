@@ -13,11 +13,18 @@ if ! command -v prometheus >/dev/null; then
   log "installing Prometheus from the Debian packages"
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq >/dev/null
-  # policy-rc.d keeps the package from starting its own server on :9090
+  # policy-rc.d keeps the package from starting its own server on :9090 (one already
+  # there is kept and put back)
+  saved=""
+  if [ -e /usr/sbin/policy-rc.d ]; then
+    saved=$(mktemp)
+    cp -p /usr/sbin/policy-rc.d "$saved"
+  fi
+  restore() { if [ -n "$saved" ]; then mv "$saved" /usr/sbin/policy-rc.d; else rm -f /usr/sbin/policy-rc.d; fi; }
   printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d
   chmod +x /usr/sbin/policy-rc.d
   apt-get install -y -qq --no-install-recommends prometheus >/dev/null ||
-    { rm -f /usr/sbin/policy-rc.d; die "apt-get install prometheus failed"; }
-  rm -f /usr/sbin/policy-rc.d
+    { restore; die "apt-get install prometheus failed"; }
+  restore
 fi
 command -v prometheus

@@ -369,6 +369,27 @@ async fn reconcile_accounts_for_every_consumed_message_and_names_what_is_not() -
             .contains("amount"),
         "{conflict}"
     );
+
+    // a group that consumed nothing cannot be audited: exit 2 naming the setting
+    let out = tokio::time::timeout(
+        Duration::from_secs(60),
+        command("sink", &stack)
+            .args(["--topic", &topic, "--table", &table])
+            .args(["--group-id", "no_such_group", "reconcile"])
+            .output(),
+    )
+    .await??;
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{text}");
+    let log = json_log(&out.stderr)?;
+    let error = events(&log, "error")[0]["message"]
+        .as_str()
+        .unwrap_or("")
+        .to_owned();
+    assert!(
+        error.contains("no stored offsets") && error.contains("--group-id"),
+        "{error}"
+    );
     drop_tables(&db, &table).await
 }
 

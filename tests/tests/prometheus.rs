@@ -76,6 +76,19 @@ async fn prometheus_scrapes_the_sink_and_its_counters_agree_with_postgres() -> a
     produce(&stack, &topic, 200).await?;
     produce_raw(&stack, &topic, 2, &[b"\xff not UTF-8".to_vec()]).await?;
     wait_for_rows(&db, &table, 200, Duration::from_secs(60)).await?;
+    tokio::time::timeout(Duration::from_secs(60), async {
+        while db
+            .query_one(&format!("SELECT count(*) FROM {table}_dead_letters"), &[])
+            .await
+            .map(|r| r.get::<_, i64>(0))
+            .unwrap_or(0)
+            < 1
+        {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    })
+    .await
+    .map_err(|_| anyhow::anyhow!("the message that is not UTF-8 was not parked within 60 s"))?;
     let rows = count_rows(&db, &table).await? as f64;
     let parked: i64 = db
         .query_one(&format!("SELECT count(*) FROM {table}_dead_letters"), &[])

@@ -34,9 +34,11 @@ fn counter(e: &mut DescriptorEncoder, name: &str, help: &str, v: u64) -> fmt::Re
 impl Collector for ProducerCollector {
     fn encode(&self, mut e: DescriptorEncoder) -> fmt::Result {
         let s = &self.stats;
-        let sent = s.sent.load(Ordering::Relaxed);
-        let delivered = s.delivered.load(Ordering::Relaxed);
-        let failed = s.failed.load(Ordering::Relaxed);
+        // outcomes first: a message is counted as sent before its outcome, so read in this
+        // order sent >= delivered + failed holds in every scrape
+        let delivered = s.delivered.load(Ordering::Acquire);
+        let failed = s.failed.load(Ordering::Acquire);
+        let sent = s.sent.load(Ordering::Acquire);
         counter(
             &mut e,
             "producer_messages_sent",

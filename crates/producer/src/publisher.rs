@@ -193,12 +193,13 @@ impl Publisher {
         let mut record = BaseRecord::with_opaque_to(&self.topic, self.stats.stamp())
             .key(key)
             .payload(payload);
+        // counted before the enqueue, so a delivery report never precedes its count
+        self.stats.sent.fetch_add(1, Ordering::Relaxed);
         loop {
             match self.producer.send(record) {
                 Ok(()) => {
                     // enqueued: its delivery report returns the permit
                     permit.forget();
-                    self.stats.sent.fetch_add(1, Ordering::Relaxed);
                     return Ok(());
                 }
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
@@ -208,7 +209,10 @@ impl Publisher {
                     record = r;
                     tokio::time::sleep(Duration::from_millis(10)).await;
                 }
-                Err((e, _)) => return Err(PublishError::Enqueue(e)),
+                Err((e, _)) => {
+                    self.stats.sent.fetch_sub(1, Ordering::Relaxed);
+                    return Err(PublishError::Enqueue(e));
+                }
             }
         }
     }

@@ -79,7 +79,7 @@ impl Error {
 /// [`Error`] on a start-up failure, or when a database write fails after its retries (the
 /// batch's offsets are then left uncommitted).
 pub async fn run(config: SinkConfig, shutdown: CancellationToken) -> Result<SinkReport, Error> {
-    let ops = metrics::Ops::new(config.postgres.operation_timeout());
+    let ops = metrics::Ops::for_config(&config);
     run_with(config, shutdown, ops).await
 }
 

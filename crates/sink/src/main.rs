@@ -105,8 +105,9 @@ async fn main() -> ExitCode {
                 }
             }
             Err(e) => {
+                // 2: the audit could not run (1 is for a difference)
                 tracing::error!(event = "error", "{e}");
-                ExitCode::FAILURE
+                ExitCode::from(2)
             }
         };
     }
@@ -137,7 +138,7 @@ async fn main() -> ExitCode {
 
     let signals =
         txn_runtime::shutdown_on_signal("writing the batch in hand and committing its offsets");
-    let ops = sink::metrics::Ops::new(config.postgres.operation_timeout());
+    let ops = sink::metrics::Ops::for_config(&config);
     if let Some(addr) = config.metrics_addr {
         let mut registry = prometheus_client::registry::Registry::default();
         ops.metrics.register(&mut registry);

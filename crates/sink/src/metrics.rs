@@ -181,13 +181,19 @@ pub struct Ops {
 }
 
 impl Ops {
-    /// Metrics and health for a sink whose longest database operation takes `op_timeout`:
-    /// the loop is stalled only past twice that plus a margin (a write in progress does
-    /// not beat).
-    pub fn new(op_timeout: Duration) -> Ops {
+    /// Metrics and health for a sink whose database operations each take up to
+    /// `op_timeout` and are tried `retries + 1` times: the loop is stalled only past all
+    /// of those (a write or an offsets load in progress does not beat) plus a margin for
+    /// the backoff and the seeks.
+    pub fn new(op_timeout: Duration, retries: u32) -> Ops {
         Ops {
             metrics: SinkMetrics::default(),
-            health: Health::new(op_timeout * 2 + Duration::from_secs(30)),
+            health: Health::new(op_timeout * (retries + 2) + Duration::from_secs(60)),
         }
+    }
+
+    /// [`Ops::new`] for `config`'s timeouts and retries.
+    pub fn for_config(config: &crate::SinkConfig) -> Ops {
+        Ops::new(config.postgres.operation_timeout(), config.retry.retries)
     }
 }

@@ -64,6 +64,7 @@ impl ClientContext for SinkContext {
             return;
         };
         let Some(t) = statistics.topics.get(topic) else {
+            metrics.set_lag(topic, &[]);
             return;
         };
         let stored = lock(&self.stored_next).clone();
