@@ -429,7 +429,15 @@ async fn a_dead_letter_postgres_rejects_is_stored_as_a_minimal_unstorable_one() 
     let table = unique("sink_unstorable");
     create_topic(&stack, &topic, 1).await?;
     let db = pg(&stack).await?;
-    let sink = start_sink(sink_config(&stack, &topic, &table));
+    // run with metrics, to check the class they count the minimal dead letter under
+    let config = sink_config(&stack, &topic, &table);
+    let ops = sink::metrics::Ops::for_config(&config);
+    let metrics = ops.metrics.clone();
+    let stop = tokio_util::sync::CancellationToken::new();
+    let sink = RunningSink {
+        stop: stop.clone(),
+        handle: tokio::spawn(sink::run_with(config, stop, ops)),
+    };
     wait_for_table(&db, &table).await?;
     // an operator's rule the sink does not know about rejects some dead letters
     db.batch_execute(&format!(
@@ -472,6 +480,21 @@ async fn a_dead_letter_postgres_rejects_is_stored_as_a_minimal_unstorable_one() 
         payloads[3]
     );
     assert_eq!(report.dead_letters, 2);
+    let by_class = |class: &'static str| {
+        metrics
+            .dead_letters
+            .get_or_create(&vec![("class", class)])
+            .get()
+    };
+    assert_eq!(
+        (
+            by_class("unstorable"),
+            by_class("invalid_json"),
+            by_class("not_utf8")
+        ),
+        (1, 0, 1),
+        "the metric counts each dead letter under the class the table holds"
+    );
     // a replay skips the minimal one (it has nothing to decode) and keeps it as it is
     let r = sink::replay_dead_letters(&sink_config(&stack, &topic, &table), &[], None).await?;
     assert_eq!(

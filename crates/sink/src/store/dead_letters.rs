@@ -73,7 +73,7 @@ impl Store {
     /// (after a redelivery) counts one more attempt. A chunk PostgreSQL rejects is written
     /// again one row at a time, and a row it still rejects becomes a minimal `unstorable`
     /// dead letter (where it came from, and the rejection), so parking never fails
-    /// because of the message.
+    /// because of the message. Returns the original classes of those stored so.
     pub(super) async fn park(
         &self,
         tx: &PgTransaction<'_>,
@@ -81,7 +81,9 @@ impl Store {
         topic: &str,
         messages: &[Message],
         parked: &[Parked],
-    ) -> Result<(), StoreError> {
+    ) -> Result<Vec<&'static str>, StoreError> {
+        // the classes of the dead letters stored as minimal `unstorable` ones instead
+        let mut unstorable = Vec::new();
         let mut rest = parked;
         while !rest.is_empty() {
             let mut bytes = 0;
@@ -166,9 +168,10 @@ impl Store {
                         self.names.dead_letters
                     )));
                 }
+                unstorable.push(p.class);
             }
         }
-        Ok(())
+        Ok(unstorable)
     }
 
     /// Runs `work` under a savepoint: released when it succeeds, rolled back to when it

@@ -347,10 +347,18 @@ impl Store {
         let landed = self.land(&tx, messages).await?;
 
         // 4. dead letters
-        self.park(&tx, group, topic, messages, &landed.parked)
+        let unstorable = self
+            .park(&tx, group, topic, messages, &landed.parked)
             .await?;
         tx.commit().await?;
-        Ok(Outcome::Committed(landed.written()))
+        let mut written = landed.written();
+        // counted under the class the table holds
+        for class in unstorable {
+            let original = &mut written.dead_letters_by_class[dead_letter::class_index(class)];
+            *original = original.saturating_sub(1);
+            written.dead_letters_by_class[dead_letter::class_index(dead_letter::UNSTORABLE)] += 1;
+        }
+        Ok(Outcome::Committed(written))
     }
 }
 
