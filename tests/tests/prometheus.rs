@@ -1,5 +1,5 @@
-//! A real Prometheus (Debian's package, `scripts/prometheus.sh`) scrapes the sink during an
-//! end-to-end run; its HTTP API must then agree with PostgreSQL.
+//! A real Prometheus (Debian's package, `scripts/prometheus.sh`) scrapes the producer and
+//! the sink during an end-to-end run; its HTTP API must then agree with PostgreSQL.
 
 use std::time::Duration;
 
@@ -25,8 +25,31 @@ async fn query(prometheus: &str, promql: &str) -> anyhow::Result<Option<f64>> {
     })
 }
 
+/// Waits until `promql` reads `want` (by `accept`), for up to `secs` seconds.
+async fn wait_for(
+    prometheus: &str,
+    promql: &str,
+    secs: u64,
+    accept: impl Fn(f64) -> bool,
+) -> anyhow::Result<f64> {
+    let until = async {
+        loop {
+            if let Some(v) = query(prometheus, promql).await.ok().flatten()
+                && accept(v)
+            {
+                return v;
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(secs), until)
+        .await
+        .map_err(|_| anyhow::anyhow!("{promql} did not read what was expected within {secs} s"))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn prometheus_scrapes_the_sink_and_its_counters_agree_with_postgres() -> anyhow::Result<()> {
+async fn prometheus_scrapes_both_binaries_and_their_counters_agree_with_postgres()
+-> anyhow::Result<()> {
     let stack = stack();
     let topic = unique("prom");
     let table = unique("sink_prom");
@@ -41,14 +64,21 @@ async fn prometheus_scrapes_the_sink_and_its_counters_agree_with_postgres() -> a
         .spawn()?;
     let serving = wait_for_event(&log, "metrics", Duration::from_secs(30)).await?;
     let target = serving["addr"].as_str().unwrap_or_default().to_owned();
+    let (mut cmd, producer_log) = command_logged("producer", &stack, "prometheus_producer")?;
+    let producer = cmd
+        .args(["--topic", &topic, "--rate", "100"])
+        .args(["--metrics-addr", "127.0.0.1:0"])
+        .spawn()?;
+    let serving = wait_for_event(&producer_log, "metrics", Duration::from_secs(30)).await?;
+    let producer_target = serving["addr"].as_str().unwrap_or_default().to_owned();
 
-    // Prometheus scraping the sink every second, on a free port, with its own storage
+    // Prometheus scraping both every second, on a free port, with its own storage
     let dir = tempfile::tempdir()?;
     let config = dir.path().join("prometheus.yml");
     std::fs::write(
         &config,
         format!(
-            "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: sink\n    static_configs:\n      - targets: ['{target}']\n"
+            "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: sink\n    static_configs:\n      - targets: ['{target}']\n  - job_name: producer\n    static_configs:\n      - targets: ['{producer_target}']\n"
         ),
     )?;
     let port = std::net::TcpListener::bind("127.0.0.1:0")?
@@ -73,9 +103,67 @@ async fn prometheus_scrapes_the_sink_and_its_counters_agree_with_postgres() -> a
         .kill_on_drop(true)
         .spawn()?;
 
-    produce(&stack, &topic, 200).await?;
+    // the producer runs until Prometheus saw it deliver 200 messages, then stops
+    wait_for(&prometheus, "producer_messages_delivered_total", 90, |v| {
+        v >= 200.0
+    })
+    .await?;
+    assert_eq!(query(&prometheus, "up{job=\"producer\"}").await?, Some(1.0));
+    let rtt = query(&prometheus, "max(producer_broker_rtt_avg_seconds)").await?;
+    assert!(
+        rtt.is_some_and(|r| r > 0.0 && r < 5.0),
+        "broker round trip {rtt:?}"
+    );
+    assert_eq!(
+        query(&prometheus, "min(producer_broker_up)").await?,
+        Some(1.0)
+    );
+    let queued = query(&prometheus, "producer_queue_messages").await?;
+    assert!(queued.is_some_and(|q| q >= 0.0), "{queued:?}");
+    terminate(&producer);
+    let out = wait_for_exit(producer).await?;
+    assert!(
+        out.status.success(),
+        "{}",
+        std::fs::read_to_string(&producer_log)?
+    );
+    let producer_lines = json_log(&std::fs::read(&producer_log)?)?;
+    let report = *events(&producer_lines, "report")
+        .first()
+        .ok_or_else(|| anyhow::anyhow!("no producer report"))?;
+    let produced = field_u64(report, "delivered")?;
+    // what Prometheus last scraped from the producer: never more than it delivered, and
+    // its latency histogram counted each delivery it had counted
+    let scraped = query(
+        &prometheus,
+        "max_over_time(producer_messages_delivered_total[10m])",
+    )
+    .await?
+    .unwrap_or(-1.0);
+    assert!(
+        scraped >= 200.0 && scraped <= produced as f64,
+        "{scraped} of {produced}"
+    );
+    let latencies = query(
+        &prometheus,
+        "max_over_time(producer_delivery_latency_seconds_count[10m])",
+    )
+    .await?
+    .unwrap_or(-1.0);
+    assert!(
+        (latencies - scraped).abs() <= 1.0,
+        "{latencies} latencies for {scraped} deliveries"
+    );
+    assert_eq!(
+        query(
+            &prometheus,
+            "sum(max_over_time(producer_messages_failed_total[10m]))"
+        )
+        .await?,
+        Some(0.0)
+    );
     produce_raw(&stack, &topic, 2, &[b"\xff not UTF-8".to_vec()]).await?;
-    wait_for_rows(&db, &table, 200, Duration::from_secs(60)).await?;
+    wait_for_rows(&db, &table, produced as i64, Duration::from_secs(60)).await?;
     tokio::time::timeout(Duration::from_secs(60), async {
         while db
             .query_one(&format!("SELECT count(*) FROM {table}_dead_letters"), &[])
@@ -125,6 +213,16 @@ async fn prometheus_scrapes_the_sink_and_its_counters_agree_with_postgres() -> a
         Some(rows + parked as f64)
     );
     assert_eq!(query(&prometheus, "sink_paused").await?, Some(0.0));
+    assert_eq!(rows, produced as f64, "every delivered message landed");
+    // each consumed message observed once, from its Kafka timestamp to its commit
+    assert_eq!(
+        query(&prometheus, "sink_end_to_end_latency_seconds_count").await?,
+        Some(rows + parked as f64)
+    );
+    assert_eq!(
+        query(&prometheus, "sum(sink_retries_total)").await?,
+        Some(0.0)
+    );
     assert_eq!(
         query(&prometheus, "sink_dead_letters_total{class=\"not_utf8\"}").await?,
         Some(parked as f64),
@@ -146,6 +244,8 @@ async fn prometheus_scrapes_the_sink_and_its_counters_agree_with_postgres() -> a
     tokio::time::timeout(Duration::from_secs(60), drained)
         .await
         .map_err(|_| anyhow::anyhow!("the lag of the 3 partitions did not read 0 within 60 s"))?;
+    let seconds_query = format!("max(sink_consumer_lag_seconds{{topic=\"{topic}\"}})");
+    wait_for(&prometheus, &seconds_query, 30, |s| s == 0.0).await?;
     // and rises while messages wait: a table the sink cannot write holds 30 new ones back
     let locker = lock_table(&stack, &table).await?;
     produce(&stack, &topic, 30).await?;
@@ -169,8 +269,11 @@ async fn prometheus_scrapes_the_sink_and_its_counters_agree_with_postgres() -> a
         .map_err(|_| {
             anyhow::anyhow!("the lag did not reach the 30 held-back messages within 60 s")
         })?;
+    // the oldest held-back message ages: its lag in seconds passes 3
+    wait_for(&prometheus, &seconds_query, 60, |s| s > 3.0).await?;
     drop(locker);
-    wait_for_rows(&db, &table, 230, Duration::from_secs(60)).await?;
+    let total = rows as i64 + 30;
+    wait_for_rows(&db, &table, total, Duration::from_secs(60)).await?;
     tokio::time::timeout(Duration::from_secs(60), async {
         while query(&prometheus, &lag_query).await.ok().flatten() != Some(0.0) {
             tokio::time::sleep(Duration::from_millis(500)).await;
@@ -178,11 +281,13 @@ async fn prometheus_scrapes_the_sink_and_its_counters_agree_with_postgres() -> a
     })
     .await
     .map_err(|_| anyhow::anyhow!("the lag did not return to 0 after the table was released"))?;
+    wait_for(&prometheus, &seconds_query, 30, |s| s == 0.0).await?;
     let batches = query(&prometheus, "sink_batch_write_seconds_count").await?;
     assert!(batches.is_some_and(|b| b >= 1.0), "{batches:?}");
     report_figures(&format!(
-        "FIGURES prometheus: scraped every 1 s; sink_rows_inserted_total={rows} = rows, sink_dead_letters_total={parked} = dead letters, batches={}",
-        batches.unwrap_or_default()
+        "FIGURES prometheus: scraped every 1 s; producer delivered {produced} (last scraped {scraped}); sink_rows_inserted_total={rows} = rows, sink_dead_letters_total={parked} = dead letters, batches={}, broker rtt {:.1} ms",
+        batches.unwrap_or_default(),
+        rtt.unwrap_or_default() * 1000.0
     ));
 
     terminate(&sink);

@@ -59,10 +59,12 @@ async fn main() -> ExitCode {
                 delivered = r.delivered,
                 failed = r.failed,
                 possibly_persisted = r.possibly_persisted,
-                "{} of {} messages were not delivered, {} of them possibly written (sent, but not acknowledged in time: the topic may hold them): see the errors above",
+                "{} of {} messages were not delivered (see the errors above); {} of them were sent without an answer, and a broker that stopped or lost leadership may have written others before refusing them: the topic holds between {} and {} of the messages, each at most once",
                 r.sent - r.delivered,
                 r.sent,
-                r.possibly_persisted
+                r.possibly_persisted,
+                r.delivered,
+                r.sent
             );
             ExitCode::FAILURE
         }

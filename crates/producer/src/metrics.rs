@@ -6,7 +6,8 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use prometheus_client::collector::Collector;
-use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric, MetricEncoder, NoLabelSet};
+use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 
@@ -31,6 +32,57 @@ fn counter(e: &mut DescriptorEncoder, name: &str, help: &str, v: u64) -> fmt::Re
     c.encode(m)
 }
 
+fn gauge<V: prometheus_client::encoding::EncodeGaugeValue + Copy>(
+    e: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    v: V,
+) -> fmt::Result
+where
+    ConstGauge<V>: EncodeMetric,
+{
+    let g = ConstGauge::new(v);
+    let m = e.encode_descriptor(name, help, None, g.metric_type())?;
+    g.encode(m)
+}
+
+/// One metric with a series per label set.
+fn family<M: EncodeMetric>(
+    e: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    metric_type: MetricType,
+    series: impl IntoIterator<Item = (Vec<(&'static str, String)>, M)>,
+) -> fmt::Result {
+    let mut m = e.encode_descriptor(name, help, None, metric_type)?;
+    for (labels, value) in series {
+        value.encode(m.encode_family(&labels)?)?;
+    }
+    Ok(())
+}
+
+/// A histogram computed at scrape time (sum, count, per-bucket counts).
+struct ConstHistogram {
+    sum: f64,
+    count: u64,
+    buckets: Vec<(f64, u64)>,
+}
+
+impl EncodeMetric for ConstHistogram {
+    fn encode(&self, mut encoder: MetricEncoder) -> fmt::Result {
+        encoder.encode_histogram::<NoLabelSet>(self.sum, self.count, &self.buckets, None)
+    }
+
+    fn metric_type(&self) -> MetricType {
+        MetricType::Histogram
+    }
+}
+
+/// Upper bounds of the delivery latency buckets: 0.5 ms .. 65 s.
+fn latency_bounds() -> Vec<f64> {
+    (0..18).map(|i| 0.0005 * 2f64.powi(i)).collect()
+}
+
 impl Collector for ProducerCollector {
     fn encode(&self, mut e: DescriptorEncoder) -> fmt::Result {
         let s = &self.stats;
@@ -51,11 +103,16 @@ impl Collector for ProducerCollector {
             "Messages the broker acknowledged",
             delivered,
         )?;
-        counter(
+        // by reason, read after `sent`: they may count a failure newer than `failed`
+        // above, never one whose message is not in `sent`
+        family(
             &mut e,
             "producer_messages_failed",
-            "Messages whose delivery failed (timed out, rejected)",
-            failed,
+            "Messages whose delivery failed, by reason (timed_out, unknown_topic, too_large, not_authorized, other)",
+            MetricType::Counter,
+            s.failed_by_reason()
+                .into_iter()
+                .map(|(r, n)| (vec![("reason", r.label().to_owned())], ConstCounter::new(n))),
         )?;
         counter(
             &mut e,
@@ -69,13 +126,90 @@ impl Collector for ProducerCollector {
             "Payload bytes the broker acknowledged",
             s.bytes.load(Ordering::Relaxed),
         )?;
-        let in_flight = ConstGauge::new(sent.saturating_sub(delivered + failed) as i64);
-        let m = e.encode_descriptor(
+        gauge(
+            &mut e,
             "producer_messages_in_flight",
             "Messages sent and not yet acknowledged or failed",
-            None,
-            in_flight.metric_type(),
+            sent.saturating_sub(delivered + failed) as i64,
         )?;
-        in_flight.encode(m)
+        let (sum, count, buckets) = s.latency_buckets(&latency_bounds());
+        let h = ConstHistogram {
+            sum,
+            count,
+            buckets,
+        };
+        let m = e.encode_descriptor(
+            "producer_delivery_latency_seconds",
+            "Seconds from handing a message to librdkafka to its acknowledgement",
+            None,
+            MetricType::Histogram,
+        )?;
+        h.encode(m)?;
+        // librdkafka's own statistics (refreshed every second)
+        let client = s.client.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        gauge(
+            &mut e,
+            "producer_queue_messages",
+            "Messages in librdkafka's queues, not yet acknowledged (librdkafka msg_cnt)",
+            client.queue_messages as i64,
+        )?;
+        gauge(
+            &mut e,
+            "producer_queue_bytes",
+            "Bytes of the messages in librdkafka's queues (librdkafka msg_size)",
+            client.queue_bytes as i64,
+        )?;
+        type Figure = fn(&crate::stats::BrokerStats) -> f64;
+        let gauges: [(&str, &str, Figure); 4] = [
+            (
+                "producer_broker_up",
+                "1 while the connection to the broker is up",
+                |b| if b.up { 1.0 } else { 0.0 },
+            ),
+            (
+                "producer_broker_rtt_avg_seconds",
+                "Mean request round trip to the broker over librdkafka's last statistics window",
+                |b| b.rtt_avg_seconds,
+            ),
+            (
+                "producer_broker_rtt_p99_seconds",
+                "99th percentile request round trip to the broker over the last window",
+                |b| b.rtt_p99_seconds,
+            ),
+            (
+                "producer_broker_requests_in_flight",
+                "Requests sent to the broker and awaiting a response",
+                |b| b.requests_in_flight as f64,
+            ),
+        ];
+        let broker = |b: &crate::stats::BrokerStats| vec![("broker", b.name.clone())];
+        for (name, help, figure) in gauges {
+            let series = client
+                .brokers
+                .iter()
+                .map(|b| (broker(b), ConstGauge::new(figure(b))));
+            family(&mut e, name, help, MetricType::Gauge, series)?;
+        }
+        type Count = fn(&crate::stats::BrokerStats) -> u64;
+        let counters: [(&str, &str, Count); 2] = [
+            (
+                "producer_broker_request_retries",
+                "Requests to the broker that librdkafka retried",
+                |b| b.retries,
+            ),
+            (
+                "producer_broker_request_timeouts",
+                "Requests to the broker that timed out",
+                |b| b.request_timeouts,
+            ),
+        ];
+        for (name, help, count) in counters {
+            let series = client
+                .brokers
+                .iter()
+                .map(|b| (broker(b), ConstCounter::new(count(b))));
+            family(&mut e, name, help, MetricType::Counter, series)?;
+        }
+        Ok(())
     }
 }

@@ -61,6 +61,13 @@ impl ClientContext for DeliveryContext {
         self.security.note_text(message);
         txn_runtime::kafka::forward_log(level, fac, message);
     }
+
+    /// librdkafka's statistics (every second with `--metrics-addr`): the queue depth and
+    /// each broker's round trip, for the metrics endpoint.
+    fn stats(&self, statistics: rdkafka::Statistics) {
+        let figures = crate::stats::ClientStats::from_statistics(&statistics);
+        *self.stats.client.lock().unwrap_or_else(|e| e.into_inner()) = figures;
+    }
 }
 
 impl ProducerContext for DeliveryContext {
@@ -88,7 +95,8 @@ impl ProducerContext for DeliveryContext {
             }
             Err((err, msg)) => {
                 let possibly_persisted = possibly_persisted(msg);
-                self.stats.failed(possibly_persisted);
+                let reason = crate::stats::FailReason::of(err.rdkafka_error_code());
+                self.stats.failed(reason, possibly_persisted);
                 error!(error = %describe_delivery_error(err, msg.topic()), partition = msg.partition(), possibly_persisted, "message not delivered");
             }
         }
@@ -165,6 +173,10 @@ impl Publisher {
             .set("message.timeout.ms", millis(config.delivery_timeout))
             .set("linger.ms", "5")
             .set("compression.type", config.compression.as_str());
+        if config.metrics_addr.is_some() {
+            // the queue depth and broker round trips of the metrics endpoint
+            client.set("statistics.interval.ms", "1000");
+        }
         txn_runtime::kafka::apply_options(&mut client, &config.kafka_options);
         let producer: ThreadedProducer<DeliveryContext> = client
             .create_with_context(context)

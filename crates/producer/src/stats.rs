@@ -25,9 +25,135 @@ pub struct Stats {
     pub possibly_persisted: AtomicU64,
     /// Payload bytes delivered.
     pub bytes: AtomicU64,
+    /// Failures by [`FailReason`] (indexed by its position in [`FailReason::ALL`]).
+    failed_by: [AtomicU64; FailReason::ALL.len()],
+    /// Sum of the delivery latencies, in microseconds.
+    latency_sum_us: AtomicU64,
+    /// librdkafka's latest statistics that matter to an operator (with `--metrics-addr`).
+    pub client: Mutex<ClientStats>,
     window: Mutex<Window>,
     /// Delivery latency of the whole run, in microseconds.
     histogram: Mutex<Histogram<u64>>,
+}
+
+/// Why a message was not delivered: a metric label, so a few stable classes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailReason {
+    /// No acknowledgement within the delivery timeout (`--delivery-timeout`).
+    TimedOut,
+    /// The topic or partition does not exist.
+    UnknownTopic,
+    /// The message exceeds the broker's or the topic's size limit.
+    TooLarge,
+    /// The principal may not write to the topic.
+    NotAuthorized,
+    /// Anything else (a fatal idempotence error, a broker rejection).
+    Other,
+}
+
+impl FailReason {
+    /// Every reason, in label order.
+    pub const ALL: [FailReason; 5] = [
+        FailReason::TimedOut,
+        FailReason::UnknownTopic,
+        FailReason::TooLarge,
+        FailReason::NotAuthorized,
+        FailReason::Other,
+    ];
+
+    /// The label value.
+    pub fn label(self) -> &'static str {
+        match self {
+            FailReason::TimedOut => "timed_out",
+            FailReason::UnknownTopic => "unknown_topic",
+            FailReason::TooLarge => "too_large",
+            FailReason::NotAuthorized => "not_authorized",
+            FailReason::Other => "other",
+        }
+    }
+
+    /// The reason of a delivery error code.
+    pub fn of(code: Option<rdkafka::types::RDKafkaErrorCode>) -> FailReason {
+        use rdkafka::types::RDKafkaErrorCode as C;
+        match code {
+            Some(C::MessageTimedOut | C::RequestTimedOut) => FailReason::TimedOut,
+            Some(C::UnknownTopic | C::UnknownTopicOrPartition | C::UnknownPartition) => {
+                FailReason::UnknownTopic
+            }
+            Some(C::MessageSizeTooLarge | C::MessageBatchTooLarge | C::InvalidRecord) => {
+                FailReason::TooLarge
+            }
+            Some(C::TopicAuthorizationFailed | C::ClusterAuthorizationFailed) => {
+                FailReason::NotAuthorized
+            }
+            _ => FailReason::Other,
+        }
+    }
+
+    fn index(self) -> usize {
+        FailReason::ALL.iter().position(|r| *r == self).unwrap_or(0)
+    }
+}
+
+/// What librdkafka's statistics say that an operator needs (refreshed every second with
+/// `--metrics-addr`).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ClientStats {
+    /// Messages waiting in librdkafka's queues (not yet acknowledged).
+    pub queue_messages: u64,
+    /// Bytes of those.
+    pub queue_bytes: u64,
+    /// One entry per broker the client talks to.
+    pub brokers: Vec<BrokerStats>,
+}
+
+/// One broker's connection, from librdkafka's statistics.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct BrokerStats {
+    /// `host:port/id`, as librdkafka names it.
+    pub name: String,
+    /// Whether the connection is up.
+    pub up: bool,
+    /// Round trip of its requests over the last window, mean and 99th percentile, seconds.
+    pub rtt_avg_seconds: f64,
+    /// See `rtt_avg_seconds`.
+    pub rtt_p99_seconds: f64,
+    /// Requests sent and awaiting a response.
+    pub requests_in_flight: i64,
+    /// Requests retried.
+    pub retries: u64,
+    /// Requests that timed out.
+    pub request_timeouts: u64,
+}
+
+impl ClientStats {
+    /// The figures of librdkafka's `statistics` (learned brokers only: the bootstrap
+    /// entries duplicate them).
+    pub fn from_statistics(statistics: &rdkafka::Statistics) -> ClientStats {
+        let mut brokers: Vec<BrokerStats> = statistics
+            .brokers
+            .values()
+            .filter(|b| b.nodeid >= 0)
+            .map(|b| {
+                let rtt = b.rtt.clone().unwrap_or_default();
+                BrokerStats {
+                    name: b.name.clone(),
+                    up: b.state == "UP",
+                    rtt_avg_seconds: rtt.avg.max(0) as f64 / 1e6,
+                    rtt_p99_seconds: rtt.p99.max(0) as f64 / 1e6,
+                    requests_in_flight: b.waitresp_cnt,
+                    retries: b.txretries,
+                    request_timeouts: b.req_timeouts,
+                }
+            })
+            .collect();
+        brokers.sort_by(|a, b| a.name.cmp(&b.name));
+        ClientStats {
+            queue_messages: statistics.msg_cnt,
+            queue_bytes: statistics.msg_size,
+            brokers,
+        }
+    }
 }
 
 #[derive(Debug, Default)]
@@ -85,6 +211,9 @@ impl Stats {
             failed: AtomicU64::new(0),
             possibly_persisted: AtomicU64::new(0),
             bytes: AtomicU64::new(0),
+            failed_by: Default::default(),
+            latency_sum_us: AtomicU64::new(0),
+            client: Mutex::new(ClientStats::default()),
             window: Mutex::new(Window::default()),
             // 1 µs to 1 hour at three significant digits: a few tens of kilobytes
             histogram: Mutex::new(
@@ -106,6 +235,7 @@ impl Stats {
             .max(1);
         self.delivered.fetch_add(1, Ordering::Relaxed);
         self.bytes.fetch_add(bytes as u64, Ordering::Relaxed);
+        self.latency_sum_us.fetch_add(latency_us, Ordering::Relaxed);
         {
             let mut w = self.window.lock().unwrap_or_else(|e| e.into_inner());
             w.count += 1;
@@ -116,8 +246,10 @@ impl Stats {
         h.saturating_record(latency_us);
     }
 
-    /// Records a failure; `possibly_persisted` when the broker may have written it.
-    pub fn failed(&self, possibly_persisted: bool) {
+    /// Records a failure for `reason`; `possibly_persisted` when the broker may have
+    /// written it.
+    pub fn failed(&self, reason: FailReason, possibly_persisted: bool) {
+        self.failed_by[reason.index()].fetch_add(1, Ordering::Relaxed);
         self.failed.fetch_add(1, Ordering::Relaxed);
         if possibly_persisted {
             self.possibly_persisted.fetch_add(1, Ordering::Relaxed);
@@ -136,6 +268,37 @@ impl Stats {
             },
             max_ms: w.max_us as f64 / 1000.0,
         }
+    }
+
+    /// Failures so far by reason, every reason listed.
+    pub fn failed_by_reason(&self) -> Vec<(FailReason, u64)> {
+        FailReason::ALL
+            .iter()
+            .map(|r| (*r, self.failed_by[r.index()].load(Ordering::Relaxed)))
+            .collect()
+    }
+
+    /// The delivery latency histogram in Prometheus' form for the upper `bounds` (seconds,
+    /// ascending): the sum in seconds, the count, and the count of each bucket (not
+    /// cumulative; the last bucket is +Inf). Exact to the histogram's three significant
+    /// digits.
+    pub fn latency_buckets(&self, bounds: &[f64]) -> (f64, u64, Vec<(f64, u64)>) {
+        let h = self.histogram.lock().unwrap_or_else(|e| e.into_inner());
+        let mut buckets: Vec<(f64, u64)> = bounds
+            .iter()
+            .map(|b| (*b, 0))
+            .chain([(f64::INFINITY, 0)])
+            .collect();
+        for v in h.iter_recorded() {
+            let seconds = v.value_iterated_to() as f64 / 1e6;
+            let i = buckets
+                .iter()
+                .position(|(bound, _)| seconds <= *bound)
+                .unwrap_or(buckets.len() - 1);
+            buckets[i].1 += v.count_at_value();
+        }
+        let sum = self.latency_sum_us.load(Ordering::Relaxed) as f64 / 1e6;
+        (sum, h.len(), buckets)
     }
 
     /// Latency over the whole run.
@@ -174,8 +337,8 @@ mod tests {
         for ms in 1..=1000usize {
             s.delivered(now.saturating_sub(ms * 1000), 100);
         }
-        s.failed(true);
-        s.failed(false);
+        s.failed(FailReason::TimedOut, true);
+        s.failed(FailReason::UnknownTopic, false);
         let w = s.take_window();
         assert_eq!(w.count, 1000);
         assert!((w.avg_ms - 500.5).abs() < 5.0, "{w:?}");
@@ -189,5 +352,44 @@ mod tests {
         assert_eq!(s.failed.load(Ordering::Relaxed), 2);
         assert_eq!(s.possibly_persisted.load(Ordering::Relaxed), 1);
         assert_eq!(s.bytes.load(Ordering::Relaxed), 100_000);
+        let by = s.failed_by_reason();
+        assert_eq!(by.len(), FailReason::ALL.len());
+        assert_eq!(by[0], (FailReason::TimedOut, 1));
+        assert_eq!(by[1], (FailReason::UnknownTopic, 1));
+        assert!(by[2..].iter().all(|(_, n)| *n == 0), "{by:?}");
+        // 1000 latencies of 1..=1000 ms: half at or below 0.5 s, all at or below 1.024 s
+        let (sum, count, buckets) = s.latency_buckets(&[0.25, 0.5, 1.024]);
+        assert_eq!(count, 1000);
+        assert_eq!(buckets.iter().map(|b| b.1).sum::<u64>(), 1000);
+        assert!((sum - 500.5).abs() < 5.0, "{sum}");
+        assert!((buckets[0].1 as i64 - 250).abs() <= 2, "{buckets:?}");
+        assert!((buckets[1].1 as i64 - 250).abs() <= 2, "{buckets:?}");
+        assert_eq!(buckets[3], (f64::INFINITY, 0));
+    }
+
+    #[test]
+    fn failure_reasons_from_librdkafka_codes() {
+        use rdkafka::types::RDKafkaErrorCode as C;
+        assert_eq!(
+            FailReason::of(Some(C::MessageTimedOut)),
+            FailReason::TimedOut
+        );
+        assert_eq!(
+            FailReason::of(Some(C::UnknownTopicOrPartition)),
+            FailReason::UnknownTopic
+        );
+        assert_eq!(
+            FailReason::of(Some(C::MessageSizeTooLarge)),
+            FailReason::TooLarge
+        );
+        assert_eq!(
+            FailReason::of(Some(C::TopicAuthorizationFailed)),
+            FailReason::NotAuthorized
+        );
+        assert_eq!(FailReason::of(Some(C::Fatal)), FailReason::Other);
+        assert_eq!(FailReason::of(None), FailReason::Other);
+        let labels: std::collections::HashSet<_> =
+            FailReason::ALL.iter().map(|r| r.label()).collect();
+        assert_eq!(labels.len(), FailReason::ALL.len());
     }
 }

@@ -36,3 +36,19 @@ impl Message {
 pub fn weight(messages: &[Message]) -> usize {
     messages.iter().map(Message::weight).sum()
 }
+
+#[cfg(test)]
+impl Message {
+    /// A message of `partition` at `offset` with an empty payload, for unit tests.
+    pub(crate) fn at(partition: i32, offset: i64, timestamp_ms: Option<i64>) -> Message {
+        Message {
+            received: 0,
+            partition,
+            offset,
+            key: None,
+            payload: Vec::new(),
+            timestamp_ms,
+            decoded: Transaction::from_json(b""),
+        }
+    }
+}

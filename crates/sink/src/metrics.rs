@@ -32,6 +32,9 @@ pub struct SinkMetrics {
     pub skipped: Counter,
     /// Committed batches (database transactions).
     pub batches: Counter,
+    /// Database operations retried after a transient error, by `operation` (`write`, the
+    /// batch transaction; `load_offsets`, the stored positions).
+    pub retries: Family<Vec<(&'static str, &'static str)>, Counter>,
     /// Outages: retries exhausted on a transient error, consumption paused.
     pub outages: Counter,
     /// 1 while consumption is paused for an outage.
@@ -39,12 +42,17 @@ pub struct SinkMetrics {
     /// Messages in Kafka not yet in the table, by topic and partition (log end minus the
     /// stored next offset; 0 once drained).
     pub lag: Family<Labels, Gauge>,
+    /// Age in seconds of the oldest message not yet in the table, by topic and partition
+    /// (0 once drained; absent until the sink has received one of its unwritten messages).
+    pub lag_seconds: Family<Labels, Gauge<f64, std::sync::atomic::AtomicU64>>,
     /// The partitions whose lag is exported now.
     lag_partitions: Arc<std::sync::Mutex<Vec<Labels>>>,
     /// Messages per committed batch.
     pub batch_size: Histogram,
     /// Seconds to write a batch (its transaction, retries included).
     pub batch_write_seconds: Histogram,
+    /// Seconds from each message's Kafka timestamp to the commit of its batch.
+    pub end_to_end_seconds: Histogram,
 }
 
 impl Default for SinkMetrics {
@@ -57,35 +65,64 @@ impl Default for SinkMetrics {
             dead_letters: Family::default(),
             skipped: Counter::default(),
             batches: Counter::default(),
+            retries: Family::default(),
             outages: Counter::default(),
             paused: Gauge::default(),
             lag: Family::default(),
+            lag_seconds: Family::default(),
             lag_partitions: Arc::default(),
             // 1 .. 65536 messages
             batch_size: Histogram::new(exponential_buckets(1.0, 4.0, 9)),
             // 1 ms .. 65 s
             batch_write_seconds: Histogram::new(exponential_buckets(0.001, 2.0, 17)),
+            // 1 ms .. 2.3 h: a backlog drained after a stop is hours old
+            end_to_end_seconds: Histogram::new(exponential_buckets(0.001, 2.0, 24)),
         }
     }
 }
 
 impl SinkMetrics {
-    /// Sets the lag of each `(partition, messages)` of `topic`; partitions exported before
-    /// and absent now (revoked) are dropped.
-    pub fn set_lag(&self, topic: &str, lags: &[(i32, i64)]) {
+    /// Sets the lag of each partition of `topic` in `lags`; partitions exported before and
+    /// absent now (revoked) are dropped, and so is an age not known now.
+    pub fn set_lag(&self, topic: &str, lags: &[crate::consumer::Lag]) {
         let labels = |p: i32| vec![("topic", topic.to_owned()), ("partition", p.to_string())];
-        let now: Vec<_> = lags.iter().map(|(p, _)| labels(*p)).collect();
+        let now: Vec<_> = lags.iter().map(|l| labels(l.partition)).collect();
         let mut exported = self
             .lag_partitions
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         for gone in exported.iter().filter(|l| !now.contains(l)) {
             self.lag.remove(gone);
+            self.lag_seconds.remove(gone);
         }
-        for (&(_, n), l) in lags.iter().zip(&now) {
-            self.lag.get_or_create(l).set(n);
+        for (lag, l) in lags.iter().zip(&now) {
+            self.lag.get_or_create(l).set(lag.messages);
+            match lag.seconds {
+                Some(age) => {
+                    self.lag_seconds.get_or_create(l).set(age);
+                }
+                None => {
+                    self.lag_seconds.remove(l);
+                }
+            }
         }
         *exported = now;
+    }
+
+    /// Observes, for each message of a batch committed at `now_ms` (milliseconds since the
+    /// epoch), the time since its Kafka timestamp (never negative: clocks differ).
+    pub fn committed(&self, messages: &[crate::message::Message], now_ms: i64) {
+        for ts in messages.iter().filter_map(|m| m.timestamp_ms) {
+            self.end_to_end_seconds
+                .observe((now_ms - ts).max(0) as f64 / 1000.0);
+        }
+    }
+
+    /// Counts a retried database operation.
+    pub fn retried(&self, operation: &'static str) {
+        self.retries
+            .get_or_create(&vec![("operation", operation)])
+            .inc();
     }
 
     /// Counts the dead letters of a committed batch under their classes.
@@ -144,6 +181,16 @@ impl SinkMetrics {
             self.batches.clone(),
         );
         r.register(
+            "sink_retries",
+            "Database operations retried after a transient error, by operation",
+            self.retries.clone(),
+        );
+        for operation in ["write", "load_offsets"] {
+            self.retries
+                .get_or_create(&vec![("operation", operation)])
+                .inc_by(0);
+        }
+        r.register(
             "sink_outages",
             "Database outages: retries exhausted, consumption paused until it is back",
             self.outages.clone(),
@@ -159,6 +206,11 @@ impl SinkMetrics {
             self.lag.clone(),
         );
         r.register(
+            "sink_consumer_lag_seconds",
+            "Age of the oldest message not yet in the table (its Kafka timestamp to now), by partition (0 once drained)",
+            self.lag_seconds.clone(),
+        );
+        r.register(
             "sink_batch_size_messages",
             "Messages per committed batch",
             self.batch_size.clone(),
@@ -167,6 +219,11 @@ impl SinkMetrics {
             "sink_batch_write_seconds",
             "Seconds to write a batch, retries included",
             self.batch_write_seconds.clone(),
+        );
+        r.register(
+            "sink_end_to_end_latency_seconds",
+            "Seconds from each message's Kafka timestamp to the commit of its batch",
+            self.end_to_end_seconds.clone(),
         );
     }
 }

@@ -38,10 +38,11 @@ pub struct SinkContext {
     pub(super) assigned_wake: tokio::sync::Notify,
     /// The last TLS or SASL failure, for the start-up check.
     pub(super) security: txn_runtime::kafka::SecurityFailure,
-    /// The stored next offset of each partition the sink holds a position for (a copy the
-    /// loop refreshes), for the lag gauges.
-    pub(super) stored_next: Mutex<HashMap<i32, i64>>,
-    /// Where the lag goes: the sink's topic and metrics (set when the loop starts).
+    /// What the lag gauges are computed from: the stored positions (a copy the loop
+    /// refreshes) and the oldest unwritten message received per partition.
+    pub(super) lag_state: Mutex<super::lag::LagState>,
+    /// Where the lag goes: the sink's topic and metrics (set when the loop starts, and
+    /// only with `--metrics-addr`: no bookkeeping per message otherwise).
     pub(super) lag: std::sync::OnceLock<(String, crate::metrics::SinkMetrics)>,
 }
 
@@ -67,8 +68,7 @@ impl ClientContext for SinkContext {
             metrics.set_lag(topic, &[]);
             return;
         };
-        let stored = lock(&self.stored_next).clone();
-        let lags: Vec<(i32, i64)> = t
+        let ends: Vec<(i32, i64)> = t
             .partitions
             .values()
             // -1 is librdkafka's internal partition; a negative offset is not known yet
@@ -79,10 +79,11 @@ impl ClientContext for SinkContext {
                 } else {
                     part.hi_offset
                 };
-                let next = stored.get(&part.partition)?;
-                (end >= 0).then(|| (part.partition, (end - next).max(0)))
+                (end >= 0).then_some((part.partition, end))
             })
             .collect();
+        let now_ms = chrono::Utc::now().timestamp_millis();
+        let lags = lock(&self.lag_state).lags(&ends, now_ms);
         metrics.set_lag(topic, &lags);
     }
 }
@@ -150,6 +151,13 @@ impl SinkContext {
         let mut cutoffs = lock(&self.cutoffs);
         for p in parts {
             cutoffs.insert(*p, now);
+        }
+    }
+
+    /// Notes a received message for the lag in seconds (with `--metrics-addr`).
+    pub(super) fn note_received(&self, partition: i32, offset: i64, timestamp_ms: Option<i64>) {
+        if self.lag.get().is_some() {
+            lock(&self.lag_state).received(partition, offset, timestamp_ms);
         }
     }
 

@@ -37,6 +37,7 @@ use crate::progress::{self, Progress};
 use crate::store::{Outcome, Store};
 
 mod context;
+mod lag;
 mod outage;
 mod plan;
 mod positions;
@@ -44,6 +45,7 @@ mod read;
 
 pub use context::{SinkConsumer, SinkContext};
 use context::{lock, resume_all};
+pub use lag::Lag;
 use plan::{Plan, Position};
 use read::{UNREADABLE_LIMIT, Unreadable, is_unreadable, prefetch, receive, recv};
 
@@ -110,7 +112,7 @@ pub enum ConsumeError {
         "stopped before {messages} consumed messages could be written ({why}); their offsets were not advanced, so they are redelivered on restart"
     )]
     Unfinished {
-        /// Messages in hand.
+        /// Messages consumed but not written: the batch in hand and the read-ahead.
         messages: usize,
         /// Why they were not written.
         why: &'static str,
@@ -286,10 +288,12 @@ pub async fn run(
         reseek: HashMap::new(),
         last_reseek: Instant::now(),
     };
-    let _ = consumer
-        .context()
-        .lag
-        .set((config.topic.clone(), sink.ops.metrics.clone()));
+    if config.metrics_addr.is_some() {
+        let _ = consumer
+            .context()
+            .lag
+            .set((config.topic.clone(), sink.ops.metrics.clone()));
+    }
     let result = sink.consume().await;
     if let Some(line) = sink.progress.take(Instant::now()) {
         line.log();
@@ -304,7 +308,7 @@ impl Sink<'_> {
     async fn consume(&mut self) -> Result<(), ConsumeError> {
         let mut pending: Vec<Message> = Vec::with_capacity(self.config.batch_size);
         loop {
-            self.beat();
+            self.beat(&pending);
             self.retry_seeks();
             if let Err(e) = self.position_assigned().await {
                 self.on_store_error(e, pending.len(), &mut pending).await?;
@@ -372,7 +376,7 @@ impl Sink<'_> {
 
     /// Tells `/healthz` the loop is alive, and `/readyz` (at most every
     /// [`READY_CHECK_EVERY`]) whether partitions are assigned.
-    fn beat(&mut self) {
+    fn beat(&mut self, pending: &[Message]) {
         self.ops.health.beat();
         if self.last_ready_check.elapsed() >= READY_CHECK_EVERY {
             self.last_ready_check = Instant::now();
@@ -383,19 +387,23 @@ impl Sink<'_> {
                     .is_empty()
                     .then(|| format!("no partition of {} assigned", self.config.topic)),
             );
-            self.share_positions();
+            self.share_positions(pending);
         }
     }
 
     /// Shares the stored positions with the context, whose statistics callback computes
-    /// the lag gauges from them.
-    fn share_positions(&self) {
+    /// the lag gauges from them; `pending` holds the messages received and not written.
+    fn share_positions(&self, pending: &[Message]) {
+        let context = self.consumer.context();
+        if context.lag.get().is_none() {
+            return;
+        }
         let next: HashMap<i32, i64> = self
             .positions
             .iter()
             .filter_map(|(p, pos)| pos.next.map(|n| (*p, n)))
             .collect();
-        *lock(&self.consumer.context().stored_next) = next;
+        lock(&context.lag_state).stored(next, pending);
     }
 
     /// Bytes the batch in hand, and the read-ahead, may each hold.
@@ -425,7 +433,7 @@ impl Sink<'_> {
             let in_hand = batch.len();
             let loaded = tokio::select! {
                 r = self.load_positions(&batch) => r,
-                _ = &mut deadline => return Err(unfinished(in_hand)),
+                _ = &mut deadline => return Err(unfinished(in_hand + held.len())),
             };
             if let Err(e) = loaded {
                 self.on_store_error(e, in_hand, held).await?;
@@ -446,7 +454,8 @@ impl Sink<'_> {
             let started = Instant::now();
             let outcome = tokio::select! {
                 r = self.write_with_retries(&accepted, &advances) => r,
-                _ = &mut deadline => return Err(unfinished(in_hand)),
+                // what is left for redelivery: the batch and the read-ahead fetched so far
+                _ = &mut deadline => return Err(unfinished(in_hand + held.len())),
                 never = prefetch(consumer, held, limits, &mut errors, &mut paused) => match never {},
             };
             if paused && let Err(e) = resume_all(consumer) {
@@ -460,7 +469,7 @@ impl Sink<'_> {
                     for a in &advances {
                         self.positions.entry(a.partition).or_default().next = Some(a.next);
                     }
-                    self.share_positions();
+                    self.share_positions(held);
                     self.report.messages += accepted.len() as u64;
                     self.report.inserted += w.inserted;
                     self.report.duplicates += w.duplicates;
@@ -474,6 +483,10 @@ impl Sink<'_> {
                     m.dead_lettered(&w.dead_letters_by_class);
                     m.conflicts.inc_by(w.conflicts);
                     m.batches.inc();
+                    if self.config.metrics_addr.is_some() {
+                        // one observation per message: only when someone can scrape it
+                        m.committed(&accepted, chrono::Utc::now().timestamp_millis());
+                    }
                     m.batch_size.observe(accepted.len() as f64);
                     m.batch_write_seconds
                         .observe(started.elapsed().as_secs_f64());
@@ -501,7 +514,7 @@ impl Sink<'_> {
                     batch = plan::forget_stale_write(&mut self.positions, accepted, &parts);
                     let repositioned = tokio::select! {
                         r = self.reposition(&parts) => r,
-                        _ = &mut deadline => return Err(unfinished(batch.len())),
+                        _ = &mut deadline => return Err(unfinished(batch.len() + held.len())),
                     };
                     if let Err(e) = repositioned {
                         self.on_store_error(e, batch.len(), held).await?;

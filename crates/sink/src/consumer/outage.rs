@@ -52,6 +52,7 @@ impl Sink<'_> {
             // server, then the batch is halved
             |e: &StoreError| e.is_transient() && !e.is_timeout(),
             |attempt, e, wait| {
+                self.ops.metrics.retried("write");
                 warn!(attempt, of = policy.retries, wait_ms = wait.as_millis() as u64, error = %e, "database write failed; retrying");
             },
             || {

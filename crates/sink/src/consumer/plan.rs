@@ -177,18 +177,9 @@ pub(super) fn log_end_checked(positions: &mut HashMap<i32, Position>, partition:
 #[cfg(test)]
 mod tests {
     use super::*;
-    use txn_model::Transaction;
 
     fn msg(partition: i32, offset: i64) -> Message {
-        Message {
-            received: 0,
-            partition,
-            offset,
-            key: None,
-            payload: Vec::new(),
-            timestamp_ms: None,
-            decoded: Transaction::from_json(b""),
-        }
+        Message::at(partition, offset, None)
     }
 
     fn accepted_at(plan: &Plan) -> Vec<(i32, i64)> {

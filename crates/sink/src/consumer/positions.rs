@@ -124,6 +124,7 @@ impl Sink<'_> {
             policy,
             StoreError::is_transient,
             |attempt, e, wait| {
+                self.ops.metrics.retried("load_offsets");
                 warn!(attempt, of = policy.retries, wait_ms = wait.as_millis() as u64, error = %e, "loading stored offsets failed; retrying");
             },
             || self.store.load_offsets(&self.config.group_id, &self.config.topic, parts),

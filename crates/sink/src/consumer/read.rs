@@ -151,6 +151,10 @@ pub(super) fn receive(
     m: &rdkafka::message::BorrowedMessage<'_>,
 ) -> Message {
     let payload = m.payload().unwrap_or_default();
+    let timestamp_ms = m.timestamp().to_millis();
+    consumer
+        .context()
+        .note_received(m.partition(), m.offset(), timestamp_ms);
     Message {
         received: consumer.context().stamp(),
         partition: m.partition(),
@@ -158,7 +162,7 @@ pub(super) fn receive(
         key: m.key().map(<[u8]>::to_vec),
         decoded: Transaction::from_json(payload),
         payload: payload.to_vec(),
-        timestamp_ms: m.timestamp().to_millis(),
+        timestamp_ms,
     }
 }
 
