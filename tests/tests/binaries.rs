@@ -1,5 +1,6 @@
 //! The real executables: signals, exit codes and what they print.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use pipeline_tests::*;
@@ -241,22 +242,33 @@ async fn sink_stop_signals_the_drain_deadline_and_a_second_signal_lose_nothing()
     drop_tables(&db, &table).await
 }
 
+/// A topic of 3 partitions holding `n` transactions and one message that is not one,
+/// drained by a sink into a new table (the message parked): topic, table, group, session.
+async fn drained_with_one_dead_letter(
+    stack: &Stack,
+    name: &str,
+    n: u64,
+) -> anyhow::Result<(String, String, String, tokio_postgres::Client)> {
+    let topic = unique(&format!("bin_{name}"));
+    let table = unique(&format!("sink_{name}"));
+    create_topic(stack, &topic, 3).await?;
+    produce(stack, &topic, n).await?;
+    produce_raw(stack, &topic, 1, &[b"not a transaction".to_vec()]).await?;
+    let db = pg(stack).await?;
+    let config = sink_config(stack, &topic, &table);
+    let group = config.group_id.clone();
+    let sink = start_sink(config);
+    wait_for_rows(&db, &table, n as i64, Duration::from_secs(60)).await?;
+    let report = sink.stop().await?;
+    assert_eq!(report.dead_letters, 1, "{report:?}");
+    Ok((topic, table, group, db))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reconcile_accounts_for_every_consumed_message_and_names_what_is_not() -> anyhow::Result<()>
 {
     let stack = stack();
-    let topic = unique("bin_reconcile");
-    let table = unique("sink_reconcile");
-    create_topic(&stack, &topic, 3).await?;
-    produce(&stack, &topic, 200).await?;
-    produce_raw(&stack, &topic, 1, &[b"not a transaction".to_vec()]).await?;
-    let db = pg(&stack).await?;
-    let config = sink_config(&stack, &topic, &table);
-    let group = config.group_id.clone();
-    let sink = start_sink(config);
-    wait_for_rows(&db, &table, 200, Duration::from_secs(60)).await?;
-    let report = sink.stop().await?;
-    assert_eq!(report.dead_letters, 1, "{report:?}");
+    let (topic, table, group, db) = drained_with_one_dead_letter(&stack, "reconcile", 200).await?;
     // produced after the stop: not consumed, so pending, never missing
     produce(&stack, &topic, 10).await?;
     let reconcile = |details: bool| {
@@ -534,4 +546,105 @@ async fn the_producer_serves_metrics_that_never_run_ahead_of_the_topic() -> anyh
         "{report}"
     );
     Ok(())
+}
+
+/// The `check` lines of a `sink doctor` run: name → (status, line).
+fn doctor_checks(stderr: &[u8]) -> anyhow::Result<HashMap<String, (String, String)>> {
+    let log = json_log(stderr)?;
+    Ok(events(&log, "check")
+        .iter()
+        .map(|c| {
+            let s = |k: &str| c[k].as_str().unwrap_or_default().to_owned();
+            (s("check"), (s("status"), s("message")))
+        })
+        .collect())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn doctor_passes_a_working_sink_and_names_each_broken_part_with_its_fix() -> anyhow::Result<()>
+{
+    let stack = stack();
+    let (topic, table, group, db) = drained_with_one_dead_letter(&stack, "doctor", 20).await?;
+    let doctor = |password: &str| {
+        let mut cmd = command("sink", &stack);
+        cmd.env("POSTGRES_PASSWORD", password).args([
+            "--topic",
+            &topic,
+            "--table",
+            &table,
+            "--group-id",
+            &group,
+            "doctor",
+        ]);
+        async move { anyhow::Ok(tokio::time::timeout(Duration::from_secs(60), cmd.output()).await??) }
+    };
+
+    // 1. everything in place: exit 0; plain text connections and the parked message are
+    //    warnings, each with its fix
+    let out = doctor(&stack.pg.password).await?;
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    let checks = doctor_checks(&out.stderr)?;
+    let status = |name: &str| checks.get(name).map(|c| c.0.as_str()).unwrap_or("absent");
+    let line = |name: &str| checks.get(name).map(|c| c.1.clone()).unwrap_or_default();
+    for name in ["topic", "postgres", "table", "keys", "privileges", "group"] {
+        assert_eq!(status(name), "ok", "{name}: {text}");
+    }
+    assert_eq!(status("kafka"), "warn", "plaintext: {text}");
+    assert_eq!(status("tls"), "warn", "not encrypted: {text}");
+    assert!(
+        line("topic").contains("3 partitions, 21 messages"),
+        "{text}"
+    );
+    assert!(line("group").contains("lag 0 messages"), "{text}");
+    assert_eq!(status("dead_letters"), "warn", "{text}");
+    assert!(
+        line("dead_letters").contains("1 pending")
+            && line("dead_letters").contains("replay-dead-letters"),
+        "{text}"
+    );
+
+    // 2. a column of another type: the table check fails, naming it and the fix; exit 1
+    db.batch_execute(&format!(
+        "ALTER TABLE {table} ALTER COLUMN amount TYPE text"
+    ))
+    .await?;
+    produce(&stack, &topic, 5).await?;
+    let out = doctor(&stack.pg.password).await?;
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    let checks = doctor_checks(&out.stderr)?;
+    let (status, line) = checks.get("table").cloned().unwrap_or_default();
+    assert_eq!(status, "fail", "{text}");
+    assert!(
+        line.contains(&format!("{table}.amount is text, expected numeric(10,2)"))
+            && line.contains("sql/*.sql"),
+        "{line}"
+    );
+    // the 5 new messages are lag, and no sink runs: a warning
+    let (status, line) = checks.get("group").cloned().unwrap_or_default();
+    assert_eq!(status, "warn", "{text}");
+    assert!(line.contains("lag 5 messages"), "{line}");
+
+    // 3. a wrong password: PostgreSQL fails with the fix, what depends on it is skipped
+    let out = doctor("not the password").await?;
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    let checks = doctor_checks(&out.stderr)?;
+    let (status, line) = checks.get("postgres").cloned().unwrap_or_default();
+    assert_eq!(status, "fail", "{text}");
+    assert!(line.contains("POSTGRES_PASSWORD"), "{line}");
+    for name in ["tls", "table", "privileges", "dead_letters", "group"] {
+        assert_eq!(
+            checks.get(name).map(|c| c.0.as_str()),
+            Some("skip"),
+            "{name}: {text}"
+        );
+    }
+    assert_eq!(
+        checks.get("topic").map(|c| c.0.as_str()),
+        Some("ok"),
+        "{text}"
+    );
+    drop_tables(&db, &table).await
 }

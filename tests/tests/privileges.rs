@@ -80,6 +80,29 @@ async fn a_role_granted_only_dml_starts_drains_parks_and_replays() -> anyhow::Re
     assert_eq!(produced.len(), 300);
     assert_same(&produced, &table_rows(&db, &table).await?);
 
+    // the doctor, run as the role: every check it can make passes (the shape is compared
+    // in a temporary table, which PUBLIC may create), the parked messages are a warning
+    let checks = sink::doctor::doctor(&config).await;
+    let status = |checks: &[sink::doctor::Check], name: &str| {
+        checks
+            .iter()
+            .find(|c| c.name == name)
+            .map(|c| (c.status, format!("{}: {:?}", c.detail, c.fix)))
+            .unwrap_or((sink::doctor::Status::Skip, "absent".into()))
+    };
+    for name in ["postgres", "table", "keys", "privileges", "group"] {
+        assert_eq!(
+            status(&checks, name).0,
+            sink::doctor::Status::Ok,
+            "{name}: {checks:?}"
+        );
+    }
+    assert_eq!(
+        status(&checks, "dead_letters").0,
+        sink::doctor::Status::Warn
+    );
+    assert!(sink::doctor::healthy(&checks), "{checks:?}");
+
     // replay needs UPDATE on the dead letters, which the grants include
     let replayed = sink::replay_dead_letters(&config, &[], None).await?;
     assert_eq!((replayed.replayed, replayed.still_failing), (0, 5));
@@ -110,10 +133,25 @@ async fn a_role_granted_only_dml_starts_drains_parks_and_replays() -> anyhow::Re
         "{err}"
     );
     assert!(!err.contains('\n'), "one line: {err}");
+    let checks = sink::doctor::doctor(&config).await;
+    let (privileges, line) = status(&checks, "privileges");
+    assert_eq!(privileges, sink::doctor::Status::Fail, "{checks:?}");
+    assert!(
+        line.contains(&format!("lacks UPDATE on {table}_offsets")),
+        "{line}"
+    );
+    assert!(!sink::doctor::healthy(&checks));
 
     // tables missing: the role may not create them, and is told how to get them
     let mut missing = config.clone();
     missing.table = unique("sink_priv_missing");
+    let checks = sink::doctor::doctor(&missing).await;
+    let (table_status, line) = status(&checks, "table");
+    assert_eq!(table_status, sink::doctor::Status::Fail, "{checks:?}");
+    assert!(
+        line.contains("may not create them") && line.contains("sql/grants.sql"),
+        "{line}"
+    );
     let err = sink::run(missing, tokio_util::sync::CancellationToken::new())
         .await
         .expect_err("a role without CREATE cannot make the tables")

@@ -87,6 +87,11 @@ pub enum Command {
         #[arg(long)]
         details: bool,
     },
+    /// Checks Kafka (reachable, the topic, the group and its lag) and PostgreSQL
+    /// (reachable, TLS, the tables' columns, keys and privileges, pending dead letters)
+    /// with the sink's settings: one line per check with the fix for any failure. Exits 1
+    /// when a check fails (warnings do not), so scripts can gate on it. Read-only.
+    Doctor,
     /// Sets the group's stored positions in the topic (every partition stored, or those
     /// given) to an offset, the start by default: after the topic was deleted and
     /// recreated, or to read it again. Stop the sinks of the group first. Rows already

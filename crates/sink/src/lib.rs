@@ -14,6 +14,7 @@
 //!   resetting) and `replay`;
 //! - [`schema`]: the tables as the catalog has them; DDL only for what is missing;
 //! - [`reconcile`]: `sink reconcile`, the audit of a topic against the table;
+//! - [`doctor`]: `sink doctor`, every check the sink needs, one line each with its fix;
 //! - [`metrics`]: Prometheus metrics and health (`--metrics-addr`);
 //! - [`progress`]: what the sink says it stored (a line per message at low rates, a
 //!   summary under load);
@@ -31,6 +32,7 @@ pub mod cli;
 pub mod config;
 pub mod consumer;
 pub mod dead_letter;
+pub mod doctor;
 pub mod error;
 pub mod message;
 pub mod metrics;

@@ -112,6 +112,31 @@ async fn main() -> ExitCode {
         };
     }
 
+    if let Some(Command::Doctor) = command {
+        let checks = sink::doctor::doctor(&config).await;
+        for c in &checks {
+            let line = match &c.fix {
+                Some(fix) => format!("{} {}: {}: {fix}", c.status.as_str(), c.name, c.detail),
+                None => format!("{} {}: {}", c.status.as_str(), c.name, c.detail),
+            };
+            let status = c.status.as_str();
+            match c.status {
+                sink::doctor::Status::Fail => {
+                    tracing::error!(event = "check", check = c.name, status, "{line}")
+                }
+                sink::doctor::Status::Warn => {
+                    tracing::warn!(event = "check", check = c.name, status, "{line}")
+                }
+                _ => tracing::info!(event = "check", check = c.name, status, "{line}"),
+            }
+        }
+        return if sink::doctor::healthy(&checks) {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        };
+    }
+
     if let Some(Command::ResetOffsets {
         partitions,
         to_offset,

@@ -88,11 +88,7 @@ pub enum ReconcileError {
 /// [`ReconcileError`] when PostgreSQL or Kafka cannot be read.
 pub async fn reconcile(config: &SinkConfig) -> Result<Audit, ReconcileError> {
     let names = crate::store::table_names(&config.table)?;
-    let db = config
-        .postgres
-        .connect()
-        .await
-        .map_err(|e| StoreError::Startup(format!("cannot connect to PostgreSQL: {e}")))?;
+    let db = crate::store::open_session(&config.postgres).await?;
     // Every read sees one snapshot, taken before Kafka is read: rows a running sink writes
     // meanwhile (and their offsets) are in neither. The audit may take long: no timeouts.
     db.batch_execute(

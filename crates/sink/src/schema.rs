@@ -41,14 +41,14 @@ pub(crate) enum Ddl {
 }
 
 impl Ddl {
-    fn sql(&self) -> &str {
+    pub(crate) fn sql(&self) -> &str {
         match self {
             Ddl::Table { sql, .. } | Ddl::Column { sql, .. } => sql,
         }
     }
 
     /// Whether the catalog lacks what this statement creates.
-    fn needed(&self, catalog: &Catalog) -> bool {
+    pub(crate) fn needed(&self, catalog: &Catalog) -> bool {
         match self {
             Ddl::Table { table, .. } => !catalog.contains_key(table),
             Ddl::Column { table, column, .. } => catalog
@@ -57,7 +57,7 @@ impl Ddl {
         }
     }
 
-    fn describe(&self) -> String {
+    pub(crate) fn describe(&self) -> String {
         match self {
             Ddl::Table { table, .. } => format!("table {table}"),
             Ddl::Column { table, column, .. } => format!("column {table}.{column}"),
@@ -111,11 +111,11 @@ pub(crate) fn statements(table: &str) -> Vec<Ddl> {
 }
 
 /// The sink's tables that exist, with their columns.
-type Catalog = HashMap<String, HashSet<String>>;
+pub(crate) type Catalog = HashMap<String, HashSet<String>>;
 
 /// Reads which of `tables` exist (as resolved by `search_path`) and their columns.
-async fn catalog(
-    client: &impl deadpool_postgres::GenericClient,
+pub(crate) async fn catalog(
+    client: &impl tokio_postgres::GenericClient,
     tables: &[&str],
 ) -> Result<Catalog, StoreError> {
     let rows = client
@@ -169,12 +169,14 @@ pub(crate) async fn prepare(
 ) -> Result<(), StoreError> {
     let tables = [table, offsets, dead_letters];
     let ddl = statements(table);
-    let found = catalog(&*client, &tables).await?;
+    let session: &tokio_postgres::Client = client;
+    let found = catalog(session, &tables).await?;
     if ddl.iter().any(|d| d.needed(&found)) {
         create_missing(client, pg, &tables, &ddl).await?;
     }
-    check_keys(client, table, offsets, dead_letters).await?;
-    check_grants(client, pg, table, offsets, dead_letters).await
+    let session: &tokio_postgres::Client = client;
+    check_keys(session, table, offsets, dead_letters).await?;
+    check_grants(session, pg, table, offsets, dead_letters).await
 }
 
 /// The unique keys the sink's writes rely on: `tx_id` (without it, a redelivered message
@@ -193,8 +195,8 @@ pub(crate) fn required_keys<'a>(
 
 /// Checks that each table has a unique index (or key) on exactly its columns, as
 /// `ON CONFLICT` infers one: not partial, on plain columns, in any order.
-async fn check_keys(
-    client: &Client,
+pub(crate) async fn check_keys(
+    client: &impl tokio_postgres::GenericClient,
     table: &str,
     offsets: &str,
     dead_letters: &str,
@@ -245,7 +247,7 @@ async fn create_missing(
     .await
     .map_err(|e| ddl_error(pg, "the schema lock", &StoreError::Db(e)))?;
     // again under the lock: another sink may have created them meanwhile
-    let found = catalog(&tx, tables).await?;
+    let found = catalog(&*tx, tables).await?;
     for d in ddl.iter().filter(|d| d.needed(&found)) {
         tx.batch_execute(d.sql())
             .await
@@ -274,8 +276,8 @@ fn ddl_error(pg: &PgConfig, what: &str, e: &StoreError) -> StoreError {
     ))
 }
 
-async fn check_grants(
-    client: &Client,
+pub(crate) async fn check_grants(
+    client: &impl tokio_postgres::GenericClient,
     pg: &PgConfig,
     table: &str,
     offsets: &str,

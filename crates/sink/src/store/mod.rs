@@ -386,6 +386,23 @@ fn names(table: &str) -> Result<Names, StoreError> {
 }
 
 /// Turns a failed first connection into one line with the cause and the fix.
+/// Opens one session (the tools: `reconcile`, `doctor`), failing with the same one-line
+/// cause and fix as the sink's start.
+///
+/// # Errors
+/// [`StoreError::Startup`] naming the cause and the fix.
+pub(crate) async fn open_session(pg: &PgConfig) -> Result<tokio_postgres::Client, StoreError> {
+    match pg.connect().await {
+        Ok(client) => Ok(client),
+        Err(txn_runtime::postgres::ConnectError::Config(e)) => {
+            Err(StoreError::Startup(e.to_string()))
+        }
+        Err(txn_runtime::postgres::ConnectError::Db(e)) => {
+            Err(startup_error(pg, StoreError::Db(e)))
+        }
+    }
+}
+
 fn startup_error(pg: &PgConfig, e: StoreError) -> StoreError {
     let at = format!("{}:{}", pg.host, pg.port);
     // a TLS problem first: "no pg_hba.conf entry … no encryption" is not a wrong password
