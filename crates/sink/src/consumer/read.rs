@@ -106,7 +106,7 @@ pub(super) async fn prefetch(
         }
         // `recv` is ready at once while messages are queued, so without this the whole
         // batch would be decoded in one poll while the write waits for its turn.
-        if next.len() % 32 == 0 {
+        if next.len().is_multiple_of(32) {
             tokio::task::yield_now().await;
         }
     }
