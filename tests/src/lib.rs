@@ -542,7 +542,13 @@ pub fn command_logged(
 /// A command for a workspace binary, run from the workspace root with the stack's settings
 /// and JSON logs (read them with [`json_log`]).
 pub fn command(name: &str, stack: &Stack) -> tokio::process::Command {
-    let mut cmd = tokio::process::Command::new(binary(name));
+    program(binary(name), stack)
+}
+
+/// [`command`] for any program (one that runs a workspace binary, e.g. under a
+/// pseudo-terminal).
+pub fn program(path: impl AsRef<std::ffi::OsStr>, stack: &Stack) -> tokio::process::Command {
+    let mut cmd = tokio::process::Command::new(path);
     cmd.current_dir(root())
         .env("KAFKA_BOOTSTRAP_SERVERS", &stack.bootstrap)
         .env("POSTGRES_HOST", &stack.pg.host)

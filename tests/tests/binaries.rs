@@ -648,3 +648,47 @@ async fn doctor_passes_a_working_sink_and_names_each_broken_part_with_its_fix() 
     );
     drop_tables(&db, &table).await
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_count_run_on_a_terminal_shows_a_progress_bar_and_a_pipe_gets_plain_lines()
+-> anyhow::Result<()> {
+    let stack = stack();
+    let topic = unique("bin_bar");
+    create_topic(&stack, &topic, 1).await?;
+    let producer = binary("producer");
+    let args = format!(
+        "{} --topic {topic} --count 300 --rate 300",
+        producer.display()
+    );
+    // on a terminal (a pseudo-terminal from util-linux's script), text logs: the bar
+    let out = program("script", &stack)
+        .env("LOG_FORMAT", "text")
+        .args(["-qfec", &args, "/dev/null"])
+        .output()
+        .await?;
+    let screen = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{screen}");
+    assert!(
+        screen.contains("300/300 delivered (") && screen.contains("ETA"),
+        "{screen}"
+    );
+    // the report still follows, on a line of its own
+    assert!(
+        screen
+            .lines()
+            .any(|l| l.contains("done: every message delivered") && !l.contains("ETA")),
+        "{screen}"
+    );
+    // through a pipe: no bar, the same report
+    let out = command("producer", &stack)
+        .env("LOG_FORMAT", "text")
+        .args(["--topic", &topic, "--count", "100", "--rate", "300"])
+        .output()
+        .await?;
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{text}");
+    assert!(!text.contains("ETA") && !text.contains('\r'), "{text}");
+    assert!(text.contains("done: every message delivered"), "{text}");
+    assert_eq!(read_topic(&stack, &topic).await?.len(), 400);
+    Ok(())
+}

@@ -93,6 +93,10 @@ impl Args {
             compression: self.compression,
             kafka_options: security.then(self.kafka_options),
             metrics_addr: self.metrics_addr,
+            progress_bar: self.count.is_some()
+                && !self.dry_run
+                && self.log.log_format == txn_runtime::LogFormat::Text
+                && std::io::IsTerminal::is_terminal(&std::io::stderr()),
             ..ProducerConfig::default()
         })
     }

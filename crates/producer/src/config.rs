@@ -81,6 +81,9 @@ pub struct ProducerConfig {
     pub kafka_options: txn_runtime::kafka::KafkaOptions,
     /// Where to serve /metrics, /healthz and /readyz (`None`: not served).
     pub metrics_addr: Option<std::net::SocketAddr>,
+    /// Show a progress bar (delivered of `count`, rate, ETA) instead of the periodic
+    /// lines: a `--count` run whose text log goes to a terminal.
+    pub progress_bar: bool,
 }
 
 impl Default for ProducerConfig {
@@ -99,6 +102,7 @@ impl Default for ProducerConfig {
             compression: Compression::default(),
             kafka_options: txn_runtime::kafka::KafkaOptions::default(),
             metrics_addr: None,
+            progress_bar: false,
         }
     }
 }

@@ -124,9 +124,20 @@ pub async fn run_with(
         h.set("kafka", None);
     }
     info!(servers = %config.bootstrap_servers, topic = %config.topic, pace = ?config.pace, count = ?config.count, "publishing");
-    // At slow paces each delivery is logged; at high rates a progress line every 5 s.
-    let progress =
-        (!config.logs_each_delivery()).then(|| tokio::spawn(progress(publisher.stats().clone())));
+    // A bar on a terminal for a --count run; otherwise each delivery is logged at slow
+    // paces, and at high rates a progress line every 5 s.
+    let bar = match (config.progress_bar, config.count) {
+        (true, Some(count)) => Some(progress_bar(count)),
+        _ => None,
+    };
+    let progress = match &bar {
+        Some(bar) => Some(tokio::spawn(update_bar(
+            publisher.stats().clone(),
+            bar.clone(),
+        ))),
+        None => (!config.logs_each_delivery())
+            .then(|| tokio::spawn(progress(publisher.stats().clone()))),
+    };
     let mut pacer = pacing::Pacer::new(config.pace);
     let mut sent = 0u64;
     // One payload buffer for the whole run: serialising allocates nothing per message.
@@ -172,6 +183,17 @@ pub async fn run_with(
     if let Some(p) = progress {
         p.abort();
     }
+    if let Some(bar) = bar {
+        // its final state stays on the terminal, the report goes below it
+        let stats = publisher.stats();
+        bar.set_position(
+            stats.delivered.load(Ordering::Relaxed) + stats.failed.load(Ordering::Relaxed),
+        );
+        bar.abandon();
+        txn_runtime::progress::hide();
+        // the bar leaves the cursor at its end
+        eprintln!();
+    }
     if let Some(e) = enqueue_error {
         return Err(e.into());
     }
@@ -216,6 +238,38 @@ impl Report {
             l.p99_ms,
             l.p999_ms
         )
+    }
+}
+
+/// The bar of a `--count` run on a terminal: messages accounted for (delivered or failed)
+/// of `count`, the delivery rate and the time left. Log lines step around it.
+fn progress_bar(count: u64) -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::new(count);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{spinner} [{elapsed_precise}] [{wide_bar}] {human_pos}/{human_len} delivered ({rate}, ETA {eta}) {msg}",
+        )
+        // Invariant: a constant, valid template.
+        .expect("valid progress template")
+        .with_key("rate", |state: &indicatif::ProgressState, w: &mut dyn std::fmt::Write| {
+            let _ = write!(w, "{:.0} records/s", state.per_sec());
+        })
+        .progress_chars("=> "),
+    );
+    txn_runtime::progress::show(&bar);
+    bar
+}
+
+/// Moves `bar` with the delivery reports, five times a second.
+async fn update_bar(stats: Arc<stats::Stats>, bar: indicatif::ProgressBar) {
+    let mut tick = tokio::time::interval(Duration::from_millis(200));
+    loop {
+        tick.tick().await;
+        let failed = stats.failed.load(Ordering::Relaxed);
+        bar.set_position(stats.delivered.load(Ordering::Relaxed) + failed);
+        if failed > 0 {
+            bar.set_message(format!("{failed} failed"));
+        }
     }
 }
 

@@ -6,6 +6,7 @@
 pub mod kafka;
 pub mod ops;
 pub mod postgres;
+pub mod progress;
 pub mod secret;
 
 use tokio_util::sync::CancellationToken;
@@ -93,7 +94,7 @@ pub fn init_logging(format: LogFormat) {
         .with_env_filter(
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
         )
-        .with_writer(std::io::stderr);
+        .with_writer(progress::Stderr);
     match format {
         LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).init(),
         LogFormat::Json => {
