@@ -692,3 +692,78 @@ async fn a_count_run_on_a_terminal_shows_a_progress_bar_and_a_pipe_gets_plain_li
     assert_eq!(read_topic(&stack, &topic).await?.len(), 400);
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lag_reads_0_after_a_transactional_producers_markers_and_aborted_records()
+-> anyhow::Result<()> {
+    let stack = stack();
+    let topic = unique("bin_txn_lag");
+    let table = unique("sink_txn_lag");
+    create_topic(&stack, &topic, 1).await?;
+    let db = pg(&stack).await?;
+    let (mut cmd, log) = command_logged("sink", &stack, "txn_lag")?;
+    let child = cmd
+        .args(["--topic", &topic, "--table", &table])
+        .args(["--group-id", &unique("group")])
+        .args(["--metrics-addr", "127.0.0.1:0"])
+        .spawn()?;
+    let serving = wait_for_event(&log, "metrics", Duration::from_secs(30)).await?;
+    let addr = serving["addr"].as_str().unwrap_or_default().to_owned();
+
+    // as a Java or Python client with exactly-once writes: 20 messages committed, then 5
+    // in a transaction that is aborted; the log also holds both markers
+    let users = txn_model::load_users(&users_dir())?.ids;
+    let mut generator = txn_model::Generator::new(users, Some(7))?;
+    let bootstrap = stack.bootstrap.clone();
+    let topic_for_producer = topic.clone();
+    tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
+        use rdkafka::producer::{BaseRecord, Producer};
+        let p: rdkafka::producer::BaseProducer = rdkafka::ClientConfig::new()
+            .set("bootstrap.servers", &bootstrap)
+            .set("transactional.id", unique("txn"))
+            .create()?;
+        let timeout = Duration::from_secs(30);
+        p.init_transactions(timeout)?;
+        for (count, commit) in [(20, true), (5, false)] {
+            p.begin_transaction()?;
+            for _ in 0..count {
+                let payload = generator.next_now().to_json();
+                p.send(BaseRecord::<(), _>::to(&topic_for_producer).payload(&payload))
+                    .map_err(|(e, _)| e)?;
+            }
+            p.flush(timeout)?;
+            if commit {
+                p.commit_transaction(timeout)?;
+            } else {
+                p.abort_transaction(timeout)?;
+            }
+        }
+        Ok(())
+    })
+    .await??;
+    wait_for_rows(&db, &table, 20, Duration::from_secs(60)).await?;
+    // 20 data records and 27 offsets: once drained, the lag of both gauges is 0
+    let drained = async {
+        loop {
+            let (_, body) = http_get(&addr, "/metrics").await?;
+            let lag = metric_sum(&body, "sink_consumer_lag_messages");
+            let seconds = metric_sum(&body, "sink_consumer_lag_seconds");
+            if lag == Some(0.0) && seconds == Some(0.0) {
+                return anyhow::Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(30), drained)
+        .await
+        .map_err(|_| anyhow::anyhow!("the lag did not read 0 within 30 s after the drain"))??;
+    assert_eq!(
+        count_rows(&db, &table).await?,
+        20,
+        "the aborted records are not written"
+    );
+    terminate(&child);
+    let out = wait_for_exit(child).await?;
+    assert!(out.status.success(), "{}", std::fs::read_to_string(&log)?);
+    drop_tables(&db, &table).await
+}

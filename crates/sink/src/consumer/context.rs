@@ -68,7 +68,7 @@ impl ClientContext for SinkContext {
             metrics.set_lag(topic, &[]);
             return;
         };
-        let ends: Vec<(i32, i64)> = t
+        let ends: Vec<(i32, i64, i64)> = t
             .partitions
             .values()
             // -1 is librdkafka's internal partition; a negative offset is not known yet
@@ -79,7 +79,7 @@ impl ClientContext for SinkContext {
                 } else {
                     part.hi_offset
                 };
-                (end >= 0).then_some((part.partition, end))
+                (end >= 0).then_some((part.partition, end, part.app_offset))
             })
             .collect();
         let now_ms = chrono::Utc::now().timestamp_millis();

@@ -70,14 +70,23 @@ impl LagState {
         self.stored_next = next;
     }
 
-    /// The lag of each `(partition, log end)` whose stored position is known, at
-    /// `now_ms` (milliseconds since the epoch).
-    pub fn lags(&self, log_ends: &[(i32, i64)], now_ms: i64) -> Vec<Lag> {
-        log_ends
+    /// The lag of each `(partition, log end, consumer position)` whose stored position is
+    /// known, at `now_ms` (milliseconds since the epoch). The consumer position is
+    /// librdkafka's next offset for the application, which also moves past what it never
+    /// hands over (a transaction's commit marker, aborted records): when it has reached the
+    /// log end and no message past the stored offset is waiting, the offsets in between
+    /// hold nothing to write, and the lag is 0.
+    pub fn lags(&self, partitions: &[(i32, i64, i64)], now_ms: i64) -> Vec<Lag> {
+        partitions
             .iter()
-            .filter_map(|&(partition, end)| {
+            .filter_map(|&(partition, end, position)| {
                 let next = *self.stored_next.get(&partition)?;
-                let messages = (end - next).max(0);
+                let nothing_to_write = position >= end && !self.oldest.contains_key(&partition);
+                let messages = if nothing_to_write {
+                    0
+                } else {
+                    (end - next).max(0)
+                };
                 let seconds = if messages == 0 {
                     Some(0.0)
                 } else {
@@ -107,11 +116,11 @@ mod tests {
     fn lag_in_seconds_is_the_age_of_the_oldest_unwritten_message_and_0_when_drained() {
         let mut s = LagState::default();
         // no stored position yet: no lag series
-        assert_eq!(s.lags(&[(0, 10)], 5_000), vec![]);
+        assert_eq!(s.lags(&[(0, 10, -1)], 5_000), vec![]);
         s.stored(HashMap::from([(0, 4), (1, 7)]), &[]);
         // nothing received yet: the age is not known
         assert_eq!(
-            s.lags(&[(0, 10), (1, 7)], 5_000),
+            s.lags(&[(0, 10, -1), (1, 7, -1)], 5_000),
             vec![
                 Lag {
                     partition: 0,
@@ -129,11 +138,11 @@ mod tests {
         s.received(0, 3, Some(1_000));
         s.received(0, 4, Some(2_000));
         s.received(0, 5, Some(2_500));
-        assert_eq!(s.lags(&[(0, 10)], 5_000)[0].seconds, Some(3.0));
+        assert_eq!(s.lags(&[(0, 10, -1)], 5_000)[0].seconds, Some(3.0));
         // a seek back refetches a lower offset: it is the oldest
         s.stored(HashMap::from([(0, 2)]), &[]);
         s.received(0, 2, Some(500));
-        assert_eq!(s.lags(&[(0, 10)], 5_000)[0].seconds, Some(4.5));
+        assert_eq!(s.lags(&[(0, 10, -1)], 5_000)[0].seconds, Some(4.5));
         // a commit up to 5: the oldest pending past it is the read-ahead's offset 6
         let pending = [
             message(0, 7, 4_000),
@@ -142,7 +151,7 @@ mod tests {
         ];
         s.stored(HashMap::from([(0, 6)]), &pending);
         assert_eq!(
-            s.lags(&[(0, 10)], 5_000),
+            s.lags(&[(0, 10, -1)], 5_000),
             vec![Lag {
                 partition: 0,
                 messages: 4,
@@ -151,15 +160,38 @@ mod tests {
         );
         // everything written: 0, however old the last message
         s.stored(HashMap::from([(0, 10)]), &[]);
-        assert_eq!(s.lags(&[(0, 10)], 9_000)[0].seconds, Some(0.0));
+        assert_eq!(s.lags(&[(0, 10, -1)], 9_000)[0].seconds, Some(0.0));
         // a clock behind the producer's never gives a negative age
         s.received(0, 10, Some(20_000));
-        assert_eq!(s.lags(&[(0, 11)], 9_000)[0].seconds, Some(0.0));
+        assert_eq!(s.lags(&[(0, 11, -1)], 9_000)[0].seconds, Some(0.0));
         // revoked: no position, no oldest
         s.stored(HashMap::new(), &[]);
-        assert_eq!(s.lags(&[(0, 11)], 9_000), vec![]);
+        assert_eq!(s.lags(&[(0, 11, -1)], 9_000), vec![]);
         s.received(0, 11, Some(1));
         s.stored(HashMap::from([(0, 12)]), &[]);
         assert!(s.oldest.is_empty());
+        // a transactional producer's commit marker at 12: the log ends at 13, the consumer
+        // moved past the marker, nothing waits: drained
+        assert_eq!(
+            s.lags(&[(0, 13, 13)], 9_000),
+            vec![Lag {
+                partition: 0,
+                messages: 0,
+                seconds: Some(0.0)
+            }]
+        );
+        // but a message received and not written is lag, wherever the consumer is
+        s.received(0, 12, Some(8_000));
+        assert_eq!(
+            s.lags(&[(0, 13, 13)], 9_000),
+            vec![Lag {
+                partition: 0,
+                messages: 1,
+                seconds: Some(1.0)
+            }]
+        );
+        // and messages not received yet are lag too
+        s.stored(HashMap::from([(0, 13)]), &[]);
+        assert_eq!(s.lags(&[(0, 20, 13)], 9_000)[0].messages, 7);
     }
 }
