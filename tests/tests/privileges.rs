@@ -149,7 +149,7 @@ async fn a_role_granted_only_dml_starts_drains_parks_and_replays() -> anyhow::Re
     let (table_status, line) = status(&checks, "table");
     assert_eq!(table_status, sink::doctor::Status::Fail, "{checks:?}");
     assert!(
-        line.contains("may not create them") && line.contains("sql/grants.sql"),
+        line.contains("may not create tables in schema public") && line.contains("sql/grants.sql"),
         "{line}"
     );
     let err = sink::run(missing, tokio_util::sync::CancellationToken::new())

@@ -104,12 +104,16 @@ pub fn healthy(checks: &[Check]) -> bool {
 }
 
 /// What Kafka says about the topic and the group.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct KafkaView {
     /// Per partition: its log start and end.
     watermarks: HashMap<i32, (i64, i64)>,
-    /// The group's state and member count, when Kafka knows the group.
-    group: Option<(String, usize)>,
+    /// The group's state and member count (`None`: Kafka does not know the group), or
+    /// why it could not be listed.
+    group: Result<Option<(String, usize)>, String>,
+    /// Partitions whose offsets past the stored position hold no record a consumer
+    /// receives (transaction markers, aborted records): their lag is 0.
+    markers_only: std::collections::HashSet<i32>,
 }
 
 /// Runs every check.
@@ -118,7 +122,10 @@ pub async fn doctor(config: &SinkConfig) -> Vec<Check> {
     let kafka = kafka_checks(config, &mut checks).await;
     let stored = postgres_checks(config, &mut checks).await;
     checks.push(match (kafka, stored) {
-        (Some(view), Some(stored)) => group_check(config, &view, &stored),
+        (Some((mut view, consumer)), Some(stored)) => {
+            view.markers_only = markers_only(consumer, config, &view, &stored).await;
+            group_check(config, &view, &stored)
+        }
         (None, _) => Check::skip("group", "the topic cannot be read"),
         (_, None) => Check::skip("group", "the offsets table cannot be read"),
     });
@@ -144,7 +151,65 @@ impl ClientContext for DoctorContext {
 
 impl ConsumerContext for DoctorContext {}
 
-async fn kafka_checks(config: &SinkConfig, checks: &mut Vec<Check>) -> Option<KafkaView> {
+/// The doctor's Kafka client.
+type DoctorConsumer = std::sync::Arc<BaseConsumer<DoctorContext>>;
+
+/// Where the offsets between the stored position and the log end are few (at most
+/// `PEEK_AT_MOST`), reads them: if none is a record a consumer receives, they are
+/// transaction markers or aborted records, not lag. Read-only: assigned, never committed.
+async fn markers_only(
+    consumer: DoctorConsumer,
+    config: &SinkConfig,
+    view: &KafkaView,
+    stored: &HashMap<i32, i64>,
+) -> std::collections::HashSet<i32> {
+    const PEEK_AT_MOST: i64 = 100;
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    let mut peeked = Vec::new();
+    for (p, (_, high)) in &view.watermarks {
+        if let Some(&next) = stored.get(p)
+            && next < *high
+            && high - next <= PEEK_AT_MOST
+            && tpl
+                .add_partition_offset(&config.topic, *p, rdkafka::Offset::Offset(next))
+                .is_ok()
+        {
+            peeked.push(*p);
+        }
+    }
+    if peeked.is_empty() {
+        return Default::default();
+    }
+    tokio::task::spawn_blocking(move || {
+        let mut pending: std::collections::HashSet<i32> = peeked.into_iter().collect();
+        let mut empty = std::collections::HashSet::new();
+        if consumer.assign(&tpl).is_err() {
+            return empty;
+        }
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !pending.is_empty() && Instant::now() < deadline {
+            match consumer.poll(Duration::from_millis(200)) {
+                // a record: the lag is real
+                Some(Ok(m)) => {
+                    pending.remove(&rdkafka::message::Message::partition(&m));
+                }
+                Some(Err(KafkaError::PartitionEOF(p))) if pending.remove(&p) => {
+                    empty.insert(p);
+                }
+                _ => {}
+            }
+        }
+        let _ = consumer.unassign();
+        empty
+    })
+    .await
+    .unwrap_or_default()
+}
+
+async fn kafka_checks(
+    config: &SinkConfig,
+    checks: &mut Vec<Check>,
+) -> Option<(KafkaView, DoctorConsumer)> {
     let servers = &config.bootstrap_servers;
     let mut client = ClientConfig::new();
     client
@@ -152,7 +217,10 @@ async fn kafka_checks(config: &SinkConfig, checks: &mut Vec<Check>) -> Option<Ka
         // the group's id, to ask about it; never subscribed, so it joins nothing
         .set("group.id", &config.group_id)
         .set("client.id", "txn-sink-doctor")
-        .set("enable.auto.commit", "false");
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        // reading the few offsets past a stored position ends at the log end
+        .set("enable.partition.eof", "true");
     txn_runtime::kafka::apply_options(&mut client, &config.kafka_options);
     let consumer: BaseConsumer<DoctorContext> =
         match client.create_with_context(DoctorContext::default()) {
@@ -232,6 +300,29 @@ async fn kafka_checks(config: &SinkConfig, checks: &mut Vec<Check>) -> Option<Ka
                 .collect()
         })
         .unwrap_or_default();
+    let refused = topic
+        .and_then(|t| t.error())
+        .map(rdkafka::types::RDKafkaErrorCode::from)
+        .filter(|code| *code != rdkafka::types::RDKafkaErrorCode::UnknownTopicOrPartition);
+    if let Some(code) = refused {
+        let fix = if code == rdkafka::types::RDKafkaErrorCode::TopicAuthorizationFailed {
+            format!(
+                "grant the sink's principal READ and DESCRIBE on topic {} and READ on group {}",
+                config.topic, config.group_id
+            )
+        } else {
+            "check the brokers (kafka-topics.sh --describe)".into()
+        };
+        checks.push(Check::fail(
+            "topic",
+            format!(
+                "Kafka refuses the metadata of topic {}: {code}",
+                config.topic
+            ),
+            Some(fix),
+        ));
+        return None;
+    }
     if partitions.is_empty() {
         checks.push(Check::fail(
             "topic",
@@ -265,13 +356,13 @@ async fn kafka_checks(config: &SinkConfig, checks: &mut Vec<Check>) -> Option<Ka
         }
         let group = consumer_for_reads
             .fetch_group_list(Some(&group_id), timeout)
-            .ok()
-            .and_then(|list| {
+            .map(|list| {
                 list.groups()
                     .iter()
-                    .find(|g| g.name() == group_id)
+                    .find(|g| g.name() == group_id && g.state() != "Dead")
                     .map(|g| (g.state().to_owned(), g.members().len()))
-            });
+            })
+            .map_err(|e| e.to_string());
         Ok((watermarks, group))
     })
     .await
@@ -302,7 +393,14 @@ async fn kafka_checks(config: &SinkConfig, checks: &mut Vec<Check>) -> Option<Ka
             Some("bring their brokers back (kafka-topics.sh --describe shows which)".into()),
         )
     });
-    Some(KafkaView { watermarks, group })
+    Some((
+        KafkaView {
+            watermarks,
+            group,
+            markers_only: Default::default(),
+        },
+        consumer,
+    ))
 }
 
 /// The PostgreSQL checks; returns the group's stored positions when they can be read.
@@ -357,14 +455,13 @@ async fn postgres_checks(
         }
     };
     // a missing table, or the columns missing from a table that exists
-    let missing: Vec<String> = schema::statements(&names.table)
-        .iter()
+    let missing: Vec<schema::Ddl> = schema::statements(&names.table)
+        .into_iter()
         .filter(|d| d.needed(&catalog))
         .filter(|d| match d {
             schema::Ddl::Column { table, .. } => catalog.contains_key(table),
             schema::Ddl::Table { .. } => true,
         })
-        .map(schema::Ddl::describe)
         .collect();
     if !missing.is_empty() {
         checks.push(missing_check(&db, config, &missing).await);
@@ -453,38 +550,85 @@ async fn tls_check(db: &tokio_postgres::Client, pg: &crate::config::PgConfig) ->
     }
 }
 
+/// What is missing, and whether the sink's start can add it: a table needs CREATE on its
+/// schema, a column the ownership of its table (ALTER TABLE).
 async fn missing_check(
     db: &tokio_postgres::Client,
     config: &SinkConfig,
-    missing: &[String],
+    missing: &[schema::Ddl],
 ) -> Check {
+    let user = &config.postgres.user;
     let schema = config.table.split_once('.').map(|(s, _)| s.to_owned());
-    let can_create = db
-        .query_one(
-            "SELECT has_schema_privilege(coalesce($1, current_schema()), 'CREATE')",
-            &[&schema],
-        )
-        .await
-        .map(|r| r.get::<_, bool>(0))
-        .unwrap_or(false);
-    let detail = format!("missing: {}", missing.join(", "));
-    if can_create {
+    let mut blocked = Vec::new();
+    if missing
+        .iter()
+        .any(|d| matches!(d, schema::Ddl::Table { .. }))
+    {
+        // NULL when the search_path names no schema that exists
+        let row = db
+            .query_one(
+                "SELECT s, has_schema_privilege(s, 'CREATE') FROM coalesce($1, current_schema()) AS s",
+                &[&schema],
+            )
+            .await
+            .ok();
+        let named = row.as_ref().and_then(|r| r.get::<_, Option<String>>(0));
+        match (named, row.and_then(|r| r.get::<_, Option<bool>>(1))) {
+            (_, Some(true)) => {}
+            (Some(s), _) => {
+                blocked.push(format!("user {user} may not create tables in schema {s}"))
+            }
+            (None, _) => blocked.push(format!(
+                "user {user}'s search_path names no schema that exists"
+            )),
+        }
+    }
+    let mut altered: Vec<&str> = missing
+        .iter()
+        .filter_map(|d| match d {
+            schema::Ddl::Column { table, .. } => Some(table.as_str()),
+            schema::Ddl::Table { .. } => None,
+        })
+        .collect();
+    altered.dedup();
+    for table in altered {
+        let owns = db
+            .query_one(
+                "SELECT pg_has_role(current_user, c.relowner, 'USAGE') FROM pg_class c WHERE c.oid = to_regclass($1)",
+                &[&table],
+            )
+            .await
+            .ok()
+            .and_then(|r| r.get::<_, Option<bool>>(0));
+        if owns != Some(true) {
+            blocked.push(format!(
+                "user {user} does not own {table}, so cannot add its columns"
+            ));
+        }
+    }
+    let detail = format!(
+        "missing: {}",
+        missing
+            .iter()
+            .map(schema::Ddl::describe)
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    if blocked.is_empty() {
         Check::warn(
             "table",
             detail,
             format!(
-                "the sink creates them at its start (user {} may); or apply sql/*.sql as their owner",
-                config.postgres.user
+                "the sink adds them at its start (user {user} may); or apply sql/*.sql as their owner"
             ),
         )
     } else {
         Check::fail(
             "table",
-            detail,
-            Some(format!(
-                "user {} may not create them: apply sql/*.sql as their owner, then grant what sql/grants.sql lists",
-                config.postgres.user
-            )),
+            format!("{detail}; {}", blocked.join("; ")),
+            Some(
+                "apply sql/*.sql as the tables' owner, then grant what sql/grants.sql lists".into(),
+            ),
         )
     }
 }
@@ -505,7 +649,9 @@ async fn shape_check(db: &tokio_postgres::Client, table: &str, tables: &[&str]) 
         }
         let shape = |names: Vec<String>| async move {
             db.query(
-                "SELECT t.i, a.attname::text, format_type(a.atttypid, a.atttypmod), a.attnotnull \
+                "SELECT t.i, a.attname::text, format_type(a.atttypid, a.atttypmod), a.attnotnull, \
+                        format_type(a.atttypid, NULL), \
+                        a.attnotnull AND NOT a.atthasdef AND a.attidentity = '' AND a.attgenerated = '' \
                  FROM unnest($1::text[]) WITH ORDINALITY AS t(name, i) \
                  JOIN pg_attribute a ON a.attrelid = to_regclass(t.name) AND a.attnum > 0 AND NOT a.attisdropped",
                 &[&names],
@@ -531,42 +677,102 @@ async fn shape_check(db: &tokio_postgres::Client, table: &str, tables: &[&str]) 
             );
         }
     };
-    let columns = |rows: &[tokio_postgres::Row]| -> HashMap<(i64, String), (String, bool)> {
-        rows.iter()
-            .map(|r| ((r.get(0), r.get(1)), (r.get(2), r.get(3))))
-            .collect()
-    };
-    let (want, have) = (columns(&want), columns(&have));
-    let mut differences: Vec<String> = want
-        .iter()
-        .filter_map(|((i, column), (ty, not_null))| {
-            let name = tables[(*i - 1) as usize];
-            let (have_ty, have_not_null) = have.get(&(*i, column.clone()))?;
-            if have_ty != ty {
-                Some(format!("{name}.{column} is {have_ty}, expected {ty}"))
-            } else if *not_null && !have_not_null {
-                Some(format!("{name}.{column} allows NULL, expected NOT NULL"))
-            } else {
-                None
-            }
-        })
-        .collect();
-    differences.sort();
+    let (want, have) = (Column::read(&want), Column::read(&have));
+    let (failures, warnings) = compare_shapes(tables, &want, &have);
     let count = have.keys().filter(|(i, _)| *i == 1).count();
-    if differences.is_empty() {
+    if !failures.is_empty() {
+        Check::fail(
+            "table",
+            failures.join("; "),
+            Some(
+                "alter them to the shipped schema (sql/*.sql) as the tables' owner: the sink's binary COPY writes those types, and only those columns".into(),
+            ),
+        )
+    } else if !warnings.is_empty() {
+        Check::warn(
+            "table",
+            warnings.join("; "),
+            "values beyond such a length or precision are refused and parked as dead letters: align the column with sql/*.sql if that is not intended",
+        )
+    } else {
         Check::ok(
             "table",
             format!("{table} and its state tables match sql/*.sql ({count} columns in {table})"),
         )
-    } else {
-        Check::fail(
-            "table",
-            differences.join("; "),
-            Some(
-                "alter the columns to the shipped types (sql/*.sql) as the tables' owner: the sink's binary COPY needs them".into(),
-            ),
-        )
     }
+}
+
+/// One column as the catalog has it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Column {
+    /// With its length or precision (`character varying(50)`).
+    ty: String,
+    /// Without (`character varying`).
+    base: String,
+    not_null: bool,
+    /// NOT NULL with no default (nor identity or generation): a row must give it.
+    required: bool,
+}
+
+impl Column {
+    /// The columns of the shape query's rows, by (table position, name).
+    fn read(rows: &[tokio_postgres::Row]) -> HashMap<(i64, String), Column> {
+        rows.iter()
+            .map(|r| {
+                let column = Column {
+                    ty: r.get(2),
+                    not_null: r.get(3),
+                    base: r.get(4),
+                    required: r.get(5),
+                };
+                ((r.get(0), r.get(1)), column)
+            })
+            .collect()
+    }
+}
+
+/// What differs between the shipped shape and the tables: failures (the sink's writes
+/// cannot work: another base type, a column the sink needs NOT NULL, a required column
+/// it does not write) and warnings (another length or precision, or another type of the
+/// text family, which the binary COPY accepts).
+fn compare_shapes(
+    tables: &[&str],
+    want: &HashMap<(i64, String), Column>,
+    have: &HashMap<(i64, String), Column>,
+) -> (Vec<String>, Vec<String>) {
+    const TEXT: [&str; 3] = ["text", "character varying", "character"];
+    let name = |i: i64| tables[(i - 1) as usize];
+    let (mut failures, mut warnings) = (Vec::new(), Vec::new());
+    for ((i, column), w) in want {
+        let Some(h) = have.get(&(*i, column.clone())) else {
+            continue;
+        };
+        let at = format!("{}.{column}", name(*i));
+        if h.base != w.base {
+            let both_text = TEXT.contains(&h.base.as_str()) && TEXT.contains(&w.base.as_str());
+            let line = format!("{at} is {}, expected {}", h.ty, w.ty);
+            if both_text {
+                warnings.push(line)
+            } else {
+                failures.push(line)
+            }
+        } else if h.ty != w.ty {
+            warnings.push(format!("{at} is {}, expected {}", h.ty, w.ty));
+        } else if w.not_null && !h.not_null {
+            failures.push(format!("{at} allows NULL, expected NOT NULL"));
+        }
+    }
+    for ((i, column), h) in have {
+        if h.required && !want.contains_key(&(*i, column.clone())) {
+            failures.push(format!(
+                "{}.{column} is NOT NULL without a default, and the sink does not write it: every row would be refused",
+                name(*i)
+            ));
+        }
+    }
+    failures.sort();
+    warnings.sort();
+    (failures, warnings)
 }
 
 async fn dead_letter_check(db: &tokio_postgres::Client, config: &SinkConfig, table: &str) -> Check {
@@ -605,8 +811,9 @@ async fn dead_letter_check(db: &tokio_postgres::Client, config: &SinkConfig, tab
 fn group_check(config: &SinkConfig, view: &KafkaView, stored: &HashMap<i32, i64>) -> Check {
     let group = &config.group_id;
     let members = match &view.group {
-        Some((state, members)) => format!("{members} member(s), {state}"),
-        None => "unknown to Kafka".into(),
+        Ok(Some((state, members))) => format!("{members} member(s), {state}"),
+        Ok(None) => "no member (unknown to Kafka)".into(),
+        Err(e) => format!("members unknown (listing the group failed: {e})"),
     };
     let mut lag = 0;
     let mut problems = Vec::new();
@@ -618,6 +825,7 @@ fn group_check(config: &SinkConfig, view: &KafkaView, stored: &HashMap<i32, i64>
             Some(&next) if next < *low => problems.push(format!(
                 "partition {p}: offsets {next}..{low} were deleted before the sink stored them"
             )),
+            Some(_) if view.markers_only.contains(p) => {}
             Some(&next) => lag += high - next,
             None => lag += high - low,
         }
@@ -638,8 +846,8 @@ fn group_check(config: &SinkConfig, view: &KafkaView, stored: &HashMap<i32, i64>
             Some("see `sink reset-offsets` (README: Operations)".into()),
         );
     }
-    let consuming = view.group.as_ref().is_some_and(|(_, m)| *m > 0);
-    if lag > 0 && !consuming {
+    let idle = matches!(&view.group, Ok(None) | Ok(Some((_, 0))));
+    if lag > 0 && idle {
         Check::warn(
             "group",
             detail,
@@ -657,8 +865,73 @@ mod tests {
     fn view(watermarks: &[(i32, i64, i64)], members: usize) -> KafkaView {
         KafkaView {
             watermarks: watermarks.iter().map(|&(p, l, h)| (p, (l, h))).collect(),
-            group: Some(("Stable".into(), members)),
+            group: Ok(Some(("Stable".into(), members))),
+            markers_only: Default::default(),
         }
+    }
+
+    fn column(ty: &str, base: &str, not_null: bool, required: bool) -> Column {
+        Column {
+            ty: ty.into(),
+            base: base.into(),
+            not_null,
+            required,
+        }
+    }
+
+    #[test]
+    fn shapes_fail_on_what_breaks_the_writes_and_warn_on_what_parks_some_rows() {
+        let key = |c: &str| (1, c.to_owned());
+        let want = HashMap::from([
+            (
+                key("amount"),
+                column("numeric(10,2)", "numeric", true, true),
+            ),
+            (
+                key("currency"),
+                column("character varying(3)", "character varying", true, true),
+            ),
+            (
+                key("merchant"),
+                column("character varying(100)", "character varying", false, false),
+            ),
+        ]);
+        let same = want.clone();
+        assert_eq!(compare_shapes(&["t"], &want, &same), (vec![], vec![]));
+        let mut have = want.clone();
+        // a wider precision, text for varchar: the COPY works, some values may be parked
+        have.insert(
+            key("amount"),
+            column("numeric(12,2)", "numeric", true, true),
+        );
+        have.insert(key("merchant"), column("text", "text", false, false));
+        // a nullable column of the user's own, or one with a default: fine
+        have.insert(key("note"), column("text", "text", false, false));
+        have.insert(key("region"), column("text", "text", true, false));
+        let (failures, warnings) = compare_shapes(&["t"], &want, &have);
+        assert!(failures.is_empty(), "{failures:?}");
+        assert_eq!(warnings.len(), 2, "{warnings:?}");
+        // another base type, a NOT NULL dropped, a required column the sink never writes
+        have.insert(key("amount"), column("text", "text", true, true));
+        have.insert(
+            key("currency"),
+            column("character varying(3)", "character varying", false, false),
+        );
+        have.insert(key("tenant"), column("integer", "integer", true, true));
+        let (failures, _) = compare_shapes(&["t"], &want, &have);
+        assert_eq!(failures.len(), 3, "{failures:?}");
+        assert!(
+            failures[0].contains("t.amount is text, expected numeric(10,2)"),
+            "{failures:?}"
+        );
+        assert!(
+            failures[1].contains("t.currency allows NULL"),
+            "{failures:?}"
+        );
+        assert!(
+            failures[2].contains("t.tenant is NOT NULL without a default"),
+            "{failures:?}"
+        );
     }
 
     #[test]
@@ -688,6 +961,18 @@ mod tests {
         assert_eq!(c.status, Status::Fail, "{c:?}");
         assert!(c.detail.contains("5..7 were deleted"), "{c:?}");
         assert!(!healthy(&[c]));
+        // offsets past the position that are only transaction markers are no lag
+        let mut v = view(&[(0, 0, 11)], 0);
+        v.markers_only.insert(0);
+        let c = group_check(&config, &v, &stored);
+        assert_eq!(c.status, Status::Ok, "{c:?}");
+        assert!(c.detail.contains("lag 0 messages"), "{c:?}");
+        // a group Kafka would not list: no advice about running sinks, the reason shown
+        let mut v = view(&[(0, 0, 12)], 0);
+        v.group = Err("Broker: Group authorization failed".into());
+        let c = group_check(&config, &v, &stored);
+        assert_eq!(c.status, Status::Ok, "{c:?}");
+        assert!(c.detail.contains("Group authorization failed"), "{c:?}");
         assert!(healthy(&[
             Check::warn("x", "y", "z"),
             Check::skip("a", "b")
