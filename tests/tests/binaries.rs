@@ -780,3 +780,57 @@ async fn lag_reads_0_after_a_transactional_producers_markers_and_aborted_records
     assert!(line.contains("lag 0 messages"), "{line}");
     drop_tables(&db, &table).await
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lag_keeps_counting_while_the_sink_is_paused() -> anyhow::Result<()> {
+    let stack = stack();
+    let topic = unique("bin_paused_lag");
+    let table = unique("sink_paused_lag");
+    create_topic(&stack, &topic, 1).await?;
+    let db = pg(&stack).await?;
+    let (mut cmd, log) = command_logged("sink", &stack, "paused_lag")?;
+    let child = cmd
+        .args(["--topic", &topic, "--table", &table])
+        .args(["--group-id", &unique("group"), "--batch-size", "100"])
+        // the blocked write must not time out (and resume fetching) during the test
+        .args(["--statement-timeout", "120"])
+        .args(["--metrics-addr", "127.0.0.1:0"])
+        .spawn()?;
+    let serving = wait_for_event(&log, "metrics", Duration::from_secs(30)).await?;
+    let addr = serving["addr"].as_str().unwrap_or_default().to_owned();
+    let lag_reads = |want: f64, secs: u64| {
+        let addr = addr.clone();
+        async move {
+            let reached = async {
+                loop {
+                    let (_, body) = http_get(&addr, "/metrics").await?;
+                    if metric_sum(&body, "sink_consumer_lag_messages") == Some(want) {
+                        return anyhow::Ok(());
+                    }
+                    tokio::time::sleep(Duration::from_millis(300)).await;
+                }
+            };
+            tokio::time::timeout(Duration::from_secs(secs), reached)
+                .await
+                .map_err(|_| anyhow::anyhow!("the lag did not read {want} within {secs} s"))?
+        }
+    };
+    // a stored position first (the lag of a partition is known from then on)
+    produce(&stack, &topic, 50).await?;
+    wait_for_rows(&db, &table, 50, Duration::from_secs(60)).await?;
+    lag_reads(0.0, 30).await?;
+    // the table held: the write blocks, the read-ahead (100) fills, the sink pauses its
+    // partitions and librdkafka stops fetching; the lag must still see what comes next
+    let locker = lock_table(&stack, &table).await?;
+    produce(&stack, &topic, 3_000).await?;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    produce(&stack, &topic, 2_000).await?;
+    lag_reads(5_000.0, 20).await?;
+    drop(locker);
+    wait_for_rows(&db, &table, 5_050, Duration::from_secs(60)).await?;
+    lag_reads(0.0, 30).await?;
+    terminate(&child);
+    let out = wait_for_exit(child).await?;
+    assert!(out.status.success(), "{}", std::fs::read_to_string(&log)?);
+    drop_tables(&db, &table).await
+}

@@ -8,6 +8,7 @@
 //! unit-tested; the context holds a [`LagState`] behind one lock.
 
 use std::collections::HashMap;
+use std::time::{Duration, Instant};
 
 use crate::message::Message;
 
@@ -17,9 +18,16 @@ pub struct LagState {
     /// The stored next offset of each partition the sink holds a position for.
     stored_next: HashMap<i32, i64>,
     /// Per partition, the `(offset, timestamp in ms)` of the oldest message received at
-    /// or past the stored next offset: the oldest not yet written that the sink knows of.
-    oldest: HashMap<i32, (i64, i64)>,
+    /// or past the stored next offset: the oldest not yet written that the sink knows of
+    /// (a message without a timestamp counts, its age is just not known).
+    oldest: HashMap<i32, (i64, Option<i64>)>,
+    /// Log ends asked of the brokers directly, and when: librdkafka learns them only from
+    /// fetches, which stop while the sink is paused or its read-ahead is full.
+    fetched_ends: HashMap<i32, (i64, Instant)>,
 }
+
+/// How long a log end asked of the brokers counts.
+const FETCHED_END_KEEPS: Duration = Duration::from_secs(15);
 
 /// One partition's lag.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -36,7 +44,6 @@ impl LagState {
     /// Notes a received message (its Kafka timestamp, if it has one). A message below
     /// the stored offset is already written (it is skipped), so it is not lag.
     pub fn received(&mut self, partition: i32, offset: i64, timestamp_ms: Option<i64>) {
-        let Some(ts) = timestamp_ms else { return };
         if self
             .stored_next
             .get(&partition)
@@ -44,11 +51,24 @@ impl LagState {
         {
             return;
         }
-        let oldest = self.oldest.entry(partition).or_insert((offset, ts));
+        let oldest = self
+            .oldest
+            .entry(partition)
+            .or_insert((offset, timestamp_ms));
         // a seek back fetches lower offsets again: the lowest is the oldest
         if offset < oldest.0 {
-            *oldest = (offset, ts);
+            *oldest = (offset, timestamp_ms);
         }
+    }
+
+    /// The partitions whose lag is computed (those with a stored position).
+    pub fn partitions(&self) -> Vec<i32> {
+        self.stored_next.keys().copied().collect()
+    }
+
+    /// Notes a partition's log end as the brokers answered it at `at`.
+    pub fn fetched_end(&mut self, partition: i32, end: i64, at: Instant) {
+        self.fetched_ends.insert(partition, (end, at));
     }
 
     /// Sets the stored positions after a commit or a rebalance. A partition's oldest
@@ -60,13 +80,14 @@ impl LagState {
         for m in pending {
             if !self.oldest.contains_key(&m.partition) || self.oldest[&m.partition].0 > m.offset {
                 let written = next.get(&m.partition).is_some_and(|&n| m.offset < n);
-                if let (false, Some(ts)) = (written, m.timestamp_ms) {
-                    self.oldest.insert(m.partition, (m.offset, ts));
+                if !written {
+                    self.oldest.insert(m.partition, (m.offset, m.timestamp_ms));
                 }
             }
         }
         // a partition no longer held (revoked) has no position and no lag of ours
         self.oldest.retain(|p, _| next.contains_key(p));
+        self.fetched_ends.retain(|p, _| next.contains_key(p));
         self.stored_next = next;
     }
 
@@ -81,6 +102,11 @@ impl LagState {
             .iter()
             .filter_map(|&(partition, end, position)| {
                 let next = *self.stored_next.get(&partition)?;
+                // the later of librdkafka's (from its last fetch) and a recent answer
+                let end = match self.fetched_ends.get(&partition) {
+                    Some(&(fetched, at)) if at.elapsed() < FETCHED_END_KEEPS => end.max(fetched),
+                    _ => end,
+                };
                 let nothing_to_write = position >= end && !self.oldest.contains_key(&partition);
                 let messages = if nothing_to_write {
                     0
@@ -92,7 +118,8 @@ impl LagState {
                 } else {
                     self.oldest
                         .get(&partition)
-                        .map(|&(_, ts)| (now_ms - ts).max(0) as f64 / 1000.0)
+                        .and_then(|&(_, ts)| ts)
+                        .map(|ts| (now_ms - ts).max(0) as f64 / 1000.0)
                 };
                 Some(Lag {
                     partition,
@@ -193,5 +220,23 @@ mod tests {
         // and messages not received yet are lag too
         s.stored(HashMap::from([(0, 13)]), &[]);
         assert_eq!(s.lags(&[(0, 20, 13)], 9_000)[0].messages, 7);
+        // a message without a timestamp waits too: lag, of an age not known
+        s.received(0, 13, None);
+        assert_eq!(
+            s.lags(&[(0, 14, 14)], 9_000),
+            vec![Lag {
+                partition: 0,
+                messages: 1,
+                seconds: None
+            }]
+        );
+        // paused, librdkafka's log end stands still: the brokers' answer counts while
+        // recent, and never lowers it
+        assert_eq!(s.partitions(), vec![0]);
+        s.fetched_end(0, 30, Instant::now());
+        assert_eq!(s.lags(&[(0, 14, 14)], 9_000)[0].messages, 17);
+        assert_eq!(s.lags(&[(0, 40, 14)], 9_000)[0].messages, 27);
+        s.fetched_end(0, 30, Instant::now() - FETCHED_END_KEEPS);
+        assert_eq!(s.lags(&[(0, 14, 14)], 9_000)[0].messages, 1);
     }
 }

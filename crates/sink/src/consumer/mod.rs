@@ -288,13 +288,17 @@ pub async fn run(
         reseek: HashMap::new(),
         last_reseek: Instant::now(),
     };
-    if config.metrics_addr.is_some() {
+    let refresher = config.metrics_addr.is_some().then(|| {
         let _ = consumer
             .context()
             .lag
             .set((config.topic.clone(), sink.ops.metrics.clone()));
-    }
+        tokio::spawn(refresh_log_ends(consumer.clone(), config.topic.clone()))
+    });
     let result = sink.consume().await;
+    if let Some(r) = refresher {
+        r.abort();
+    }
     if let Some(line) = sink.progress.take(Instant::now()) {
         line.log();
     }
@@ -302,6 +306,34 @@ pub async fn run(
     sink.commit_kafka(CommitMode::Sync);
     sink.report.revoked = consumer.context().revocations.load(Ordering::Relaxed);
     result.map(|()| sink.report)
+}
+
+/// Asks the brokers for the log end of each partition with a stored position every few
+/// seconds (off the loop's thread), for the lag gauges: librdkafka learns it only from its
+/// fetches, which stop while the sink is paused (an outage, a full read-ahead).
+async fn refresh_log_ends(consumer: Arc<SinkConsumer>, topic: String) {
+    const EVERY: Duration = Duration::from_secs(5);
+    loop {
+        tokio::time::sleep(EVERY).await;
+        let partitions = lock(&consumer.context().lag_state).partitions();
+        let c = consumer.clone();
+        let t = topic.clone();
+        let ends = tokio::task::spawn_blocking(move || {
+            partitions
+                .into_iter()
+                .filter_map(|p| {
+                    let (_, high) = c.fetch_watermarks(&t, p, Duration::from_secs(2)).ok()?;
+                    Some((p, high, std::time::Instant::now()))
+                })
+                .collect::<Vec<_>>()
+        })
+        .await
+        .unwrap_or_default();
+        let mut state = lock(&consumer.context().lag_state);
+        for (p, end, at) in ends {
+            state.fetched_end(p, end, at);
+        }
+    }
 }
 
 impl Sink<'_> {
