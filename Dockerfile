@@ -22,7 +22,8 @@ FROM debian:bookworm-slim AS runtime
 RUN apt-get update \
     && apt-get install -y --no-install-recommends ca-certificates libssl3 \
     && rm -rf /var/lib/apt/lists/* \
-    && useradd --system --uid 10001 --user-group --no-create-home --shell /usr/sbin/nologin txn
+    && groupadd --system --gid 10001 txn \
+    && useradd --system --uid 10001 --gid 10001 --no-create-home --shell /usr/sbin/nologin txn
 COPY --from=build /usr/local/bin/producer /usr/local/bin/sink /usr/local/bin/
 # the users of the batch side's registration files, for the producer
 COPY data/users /app/data/users

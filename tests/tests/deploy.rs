@@ -394,15 +394,19 @@ fn the_pipeline_services_set_only_what_their_binary_reads_and_reach_the_stack() 
 
 /// Runs `promtool` (from Debian's prometheus package) with `args` in `dir`.
 fn promtool(dir: &std::path::Path, args: &[&str]) -> String {
-    let prometheus = Command::new(root().join("scripts/prometheus.sh"))
-        .output()
-        .expect("scripts/prometheus.sh runs");
-    assert!(
-        prometheus.status.success(),
-        "{}",
-        String::from_utf8_lossy(&prometheus.stderr)
-    );
-    let path = PathBuf::from(String::from_utf8(prometheus.stdout).unwrap().trim());
+    // installed once per run (two tests installing at once would fight over apt's lock)
+    static PROMETHEUS: OnceLock<PathBuf> = OnceLock::new();
+    let path = PROMETHEUS.get_or_init(|| {
+        let out = Command::new(root().join("scripts/prometheus.sh"))
+            .output()
+            .expect("scripts/prometheus.sh runs");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
+    });
     let out = Command::new(path.with_file_name("promtool"))
         .args(args)
         .current_dir(dir)
@@ -423,17 +427,30 @@ fn prometheus_config_loads_and_each_alert_fires_when_it_should() {
     promtool(&dir, &["check", "config", "prometheus.yml"]);
     let tested = promtool(&dir, &["test", "rules", "alerts_test.yml"]);
     assert!(tested.contains("SUCCESS"), "{tested}");
-    // every alert has a test case
-    let rules = std::fs::read_to_string(dir.join("alerts.yml")).unwrap();
-    let tests = std::fs::read_to_string(dir.join("alerts_test.yml")).unwrap();
-    for line in rules
-        .lines()
-        .filter_map(|l| l.trim().strip_prefix("- alert: "))
-    {
-        assert!(
-            tests.contains(&format!("alertname: {line}")),
-            "{line} is tested"
-        );
+    // every alert is shown both to fire and to stay quiet
+    let yaml = |name: &str| -> serde_yaml_ng::Value {
+        serde_yaml_ng::from_str(&std::fs::read_to_string(dir.join(name)).unwrap()).unwrap()
+    };
+    let (rules, tests) = (yaml("alerts.yml"), yaml("alerts_test.yml"));
+    let cases: Vec<&serde_yaml_ng::Value> = tests["tests"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .flat_map(|t| t["alert_rule_test"].as_sequence().unwrap())
+        .collect();
+    for group in rules["groups"].as_sequence().unwrap() {
+        for rule in group["rules"].as_sequence().unwrap() {
+            let alert = rule["alert"].as_str().unwrap();
+            let fired: Vec<bool> = cases
+                .iter()
+                .filter(|c| c["alertname"].as_str() == Some(alert))
+                .map(|c| c["exp_alerts"].as_sequence().is_some_and(|a| !a.is_empty()))
+                .collect();
+            assert!(
+                fired.contains(&true) && fired.contains(&false),
+                "{alert} is tested firing and quiet: {fired:?}"
+            );
+        }
     }
 }
 

@@ -37,6 +37,18 @@ async fn main() -> ExitCode {
         }
     }
 
+    // idempotence (the default) keeps retries from writing a message twice; -K may turn it off
+    let once = if config
+        .kafka_options
+        .iter()
+        .rev()
+        .find(|(k, _)| k == "enable.idempotence")
+        .is_some_and(|(_, v)| v.eq_ignore_ascii_case("false"))
+    {
+        ", some perhaps twice (enable.idempotence=false)"
+    } else {
+        ", each at most once"
+    };
     let result = tokio::select! {
         r = producer::run_with(config, signals.stop.clone(), stats, Some(health)) => r,
         _ = signals.force.cancelled() => return ExitCode::from(130),
@@ -59,7 +71,7 @@ async fn main() -> ExitCode {
                 delivered = r.delivered,
                 failed = r.failed,
                 possibly_persisted = r.possibly_persisted,
-                "{} of {} messages were not delivered (see the errors above); {} of them were sent without an answer, and a broker that stopped or lost leadership may have written others before refusing them: the topic holds between {} and {} of the messages, each at most once",
+                "{} of {} messages were not delivered (see the errors above); {} of them were sent without an answer, and a broker that stopped or lost leadership may have written others before refusing them: the topic holds between {} and {} of the messages{once}",
                 r.sent - r.delivered,
                 r.sent,
                 r.possibly_persisted,

@@ -80,9 +80,7 @@ impl FailReason {
             Some(C::UnknownTopic | C::UnknownTopicOrPartition | C::UnknownPartition) => {
                 FailReason::UnknownTopic
             }
-            Some(C::MessageSizeTooLarge | C::MessageBatchTooLarge | C::InvalidRecord) => {
-                FailReason::TooLarge
-            }
+            Some(C::MessageSizeTooLarge | C::MessageBatchTooLarge) => FailReason::TooLarge,
             Some(C::TopicAuthorizationFailed | C::ClusterAuthorizationFailed) => {
                 FailReason::NotAuthorized
             }

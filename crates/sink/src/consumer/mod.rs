@@ -343,7 +343,8 @@ impl Sink<'_> {
             self.beat(&pending);
             self.retry_seeks();
             if let Err(e) = self.position_assigned().await {
-                self.on_store_error(e, pending.len(), &mut pending).await?;
+                // nothing in hand: the read-ahead is `pending` itself (counted as held)
+                self.on_store_error(e, 0, &mut pending).await?;
             }
             if self.shutdown.is_cancelled() {
                 // What was read ahead is not written, and its offsets are not advanced:

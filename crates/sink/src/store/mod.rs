@@ -385,7 +385,6 @@ fn names(table: &str) -> Result<Names, StoreError> {
     })
 }
 
-/// Turns a failed first connection into one line with the cause and the fix.
 /// Opens one session (the tools: `reconcile`, `doctor`), failing with the same one-line
 /// cause and fix as the sink's start.
 ///
@@ -403,6 +402,7 @@ pub(crate) async fn open_session(pg: &PgConfig) -> Result<tokio_postgres::Client
     }
 }
 
+/// Turns a failed first connection into one line with the cause and the fix.
 fn startup_error(pg: &PgConfig, e: StoreError) -> StoreError {
     let at = format!("{}:{}", pg.host, pg.port);
     // a TLS problem first: "no pg_hba.conf entry … no encryption" is not a wrong password
