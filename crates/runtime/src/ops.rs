@@ -80,6 +80,10 @@ struct Shared {
 /// Serves `/metrics`, `/healthz` and `/readyz` on `addr` until `stop` is cancelled;
 /// returns the address bound (port 0 picks a free one).
 ///
+/// The server runs on a thread and runtime of its own: the sink's loop runs on a
+/// single-threaded runtime and sometimes blocks it (a seek, a watermark query, up to a
+/// few seconds), which must not delay a probe or a scrape.
+///
 /// # Errors
 /// The address cannot be bound (in use, not local), in words naming the setting.
 pub async fn serve(
@@ -89,25 +93,41 @@ pub async fn serve(
     health: Arc<Health>,
     stop: CancellationToken,
 ) -> Result<SocketAddr, crate::secret::ConfigError> {
-    let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
+    let cannot = |e: std::io::Error| {
         crate::secret::ConfigError(format!(
             "cannot serve metrics on {addr} ({e}): choose a free address in {setting}"
         ))
-    })?;
+    };
+    let listener = std::net::TcpListener::bind(addr).map_err(cannot)?;
+    listener.set_nonblocking(true).map_err(cannot)?;
     let bound = listener.local_addr().unwrap_or(addr);
     let app = axum::Router::new()
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .with_state(Shared { registry, health });
-    tokio::spawn(async move {
-        let served = axum::serve(listener, app)
-            .with_graceful_shutdown(async move { stop.cancelled().await })
-            .await;
-        if let Err(e) = served {
-            tracing::warn!(error = %e, "the metrics endpoint stopped");
-        }
-    });
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(cannot)?;
+    std::thread::Builder::new()
+        .name("metrics".into())
+        .spawn(move || {
+            runtime.block_on(async move {
+                let served = match tokio::net::TcpListener::from_std(listener) {
+                    Ok(listener) => {
+                        axum::serve(listener, app)
+                            .with_graceful_shutdown(async move { stop.cancelled().await })
+                            .await
+                    }
+                    Err(e) => Err(e),
+                };
+                if let Err(e) = served {
+                    tracing::warn!(error = %e, "the metrics endpoint stopped");
+                }
+            });
+        })
+        .map_err(cannot)?;
     tracing::info!(event = "metrics", addr = %bound, "serving /metrics, /healthz and /readyz");
     Ok(bound)
 }
