@@ -33,6 +33,12 @@ pub struct Args {
     #[arg(long, env = "SINK_BATCH_SIZE", default_value_t = 5000, value_parser = clap::value_parser!(u32).range(1..=100_000))]
     pub batch_size: u32,
 
+    /// Database connections a batch is written over at once, each committing the rows
+    /// and offsets of some partitions in its own transaction (0: one per core, at most
+    /// 8; never more than the batch's partitions).
+    #[arg(long, env = "SINK_WRITERS", default_value_t = 0, value_parser = clap::value_parser!(u16).range(0..=64))]
+    pub writers: u16,
+
     /// MiB the sink's own buffers may hold: half for the batch in hand, half for the
     /// messages read ahead meanwhile (librdkafka's fetch queue comes on top).
     #[arg(long, env = "SINK_BUFFER_MB", default_value_t = 64, value_parser = clap::value_parser!(u32).range(2..=1_048_576))]
@@ -122,6 +128,10 @@ impl Args {
             topic: self.kafka.topic,
             group_id: self.group_id,
             batch_size: self.batch_size as usize,
+            writers: match self.writers {
+                0 => crate::config::default_writers(),
+                n => usize::from(n),
+            },
             buffer_bytes: (self.buffer_mb as usize) << 20,
             table: self.table,
             postgres: PgConfig {

@@ -18,6 +18,8 @@ pub struct SinkConfig {
     /// Most messages written in one database transaction (default 5000). A batch is
     /// whatever has arrived, up to this size: a lone message is written at once.
     pub batch_size: usize,
+    /// Connections a batch is written over at once (by partition; see `--writers`).
+    pub writers: usize,
     /// Bytes the sink's own buffers may hold (default 64 MiB): half for the batch in hand,
     /// half for the messages read ahead while it is written. Whichever of this and
     /// `batch_size` is reached first ends a batch (a single larger message goes alone).
@@ -52,6 +54,7 @@ impl Default for SinkConfig {
             topic: "transactions".into(),
             group_id: "transactions-sink".into(),
             batch_size: 5000,
+            writers: default_writers(),
             buffer_bytes: 64 << 20,
             table: "transactions_sink".into(),
             postgres: PgConfig::default(),
@@ -64,4 +67,11 @@ impl Default for SinkConfig {
             metrics_addr: None,
         }
     }
+}
+
+/// One writer per core, at most 8: past the cores, more connections only queue on them.
+pub fn default_writers() -> usize {
+    std::thread::available_parallelism()
+        .map_or(1, std::num::NonZero::get)
+        .min(8)
 }

@@ -104,9 +104,13 @@ pub async fn run_with(
         user = %config.postgres.user,
         table = %config.table,
         batch_size = config.batch_size,
+        writers = config.writers,
         "starting sink"
     );
-    let store = store::Store::connect(&config.postgres, &config.table).await?;
+    // a connection per writer, and one for the probe and the positions
+    let mut pg = config.postgres.clone();
+    pg.pool_size = pg.pool_size.max(config.writers + 1);
+    let store = store::Store::connect(&pg, &config.table).await?;
     ops.health.set("postgres", None);
     let consumer = consumer::connect(&config).await?;
     let report = consumer::run(consumer, store, &config, shutdown, ops).await?;
@@ -125,7 +129,10 @@ pub async fn reset_offsets(
     partitions: &[i32],
     to_offset: i64,
 ) -> Result<u64, Error> {
-    let store = store::Store::connect(&config.postgres, &config.table).await?;
+    // a connection per writer, and one for the probe and the positions
+    let mut pg = config.postgres.clone();
+    pg.pool_size = pg.pool_size.max(config.writers + 1);
+    let store = store::Store::connect(&pg, &config.table).await?;
     let reset = store
         .reset_offsets(&config.group_id, &config.topic, partitions, to_offset)
         .await?;
@@ -158,6 +165,9 @@ pub async fn replay_dead_letters(
     ids: &[i64],
     error_class: Option<&str>,
 ) -> Result<Replayed, Error> {
-    let store = store::Store::connect(&config.postgres, &config.table).await?;
+    // a connection per writer, and one for the probe and the positions
+    let mut pg = config.postgres.clone();
+    pg.pool_size = pg.pool_size.max(config.writers + 1);
+    let store = store::Store::connect(&pg, &config.table).await?;
     Ok(store.replay_dead_letters(ids, error_class).await?)
 }

@@ -484,9 +484,11 @@ impl Sink<'_> {
             let mut errors = Vec::new();
             let mut paused = false;
             let limits = (self.config.batch_size, self.half_budget());
-            let started = Instant::now();
-            let outcome = tokio::select! {
-                r = self.write_with_retries(&accepted, &advances) => r,
+            // Partitions are shared out among the writers, each share one transaction of
+            // its own (its partitions' rows and offsets), committed concurrently.
+            let shares = plan::split(accepted, advances, self.config.writers);
+            let results = tokio::select! {
+                r = self.write_shares(shares) => r,
                 // what is left for redelivery: the batch and the read-ahead fetched so far
                 _ = &mut deadline => return Err(unfinished(in_hand + held.len())),
                 never = prefetch(consumer, held, limits, &mut errors, &mut paused) => match never {},
@@ -497,79 +499,126 @@ impl Sink<'_> {
             for e in errors {
                 self.on_consume_error(e)?;
             }
-            match outcome {
-                Ok(Outcome::Committed(w)) => {
-                    for a in &advances {
-                        self.positions.entry(a.partition).or_default().next = Some(a.next);
+            let mut again: Vec<Message> = Vec::new();
+            let mut stale_parts = Vec::new();
+            let mut stale_messages = Vec::new();
+            let mut failure: Option<StoreError> = None;
+            for (share, outcome, took) in results {
+                match outcome {
+                    Ok(Outcome::Committed(w)) => self.committed(&share, &w, took, held),
+                    Ok(Outcome::Stale(parts)) => {
+                        stale_parts.extend(parts);
+                        stale_messages.extend(share.messages);
                     }
-                    self.share_positions(held);
-                    self.report.messages += accepted.len() as u64;
-                    self.report.inserted += w.inserted;
-                    self.report.duplicates += w.duplicates;
-                    self.report.dead_letters += w.dead_letters;
-                    self.report.conflicts += w.conflicts;
-                    self.report.batches += 1;
-                    let m = &self.ops.metrics;
-                    m.consumed.inc_by(accepted.len() as u64);
-                    m.inserted.inc_by(w.inserted);
-                    m.duplicates.inc_by(w.duplicates);
-                    m.dead_lettered(&w.dead_letters_by_class);
-                    m.conflicts.inc_by(w.conflicts);
-                    m.batches.inc();
-                    if self.config.metrics_addr.is_some() {
-                        // one observation per message: only when someone can scrape it
-                        m.committed(&accepted, chrono::Utc::now().timestamp_millis());
-                    }
-                    m.batch_size.observe(accepted.len() as f64);
-                    m.batch_write_seconds
-                        .observe(started.elapsed().as_secs_f64());
-                    log_dead_letters(&accepted, &w);
-                    if let Some(line) = self.progress.record(Instant::now(), &accepted, &w) {
-                        line.log();
-                    }
-                    debug!(
-                        messages = accepted.len(),
-                        inserted = w.inserted,
-                        duplicates = w.duplicates,
-                        dead_letters = w.dead_letters,
-                        "batch committed"
-                    );
-                    self.commit_kafka(CommitMode::Async);
-                    self.batch_cap = (self.batch_cap * 2).min(self.config.batch_size.max(1));
-                    return Ok(());
-                }
-                Ok(Outcome::Stale(parts)) => {
-                    // Another sink advanced these partitions (it owned them, or owns them
-                    // now): drop our view and our copy of their messages. Those of them
-                    // still assigned to us go back to the stored offset: the messages we
-                    // dropped may be their last ones, and nothing else would fetch them.
-                    warn!(partitions = ?parts, "the stored positions of these partitions moved past this batch (another sink advanced them after a rebalance, or this sink's own commit landed though its answer was lost): dropping this sink's copy of their messages");
-                    batch = plan::forget_stale_write(&mut self.positions, accepted, &parts);
-                    let repositioned = tokio::select! {
-                        r = self.reposition(&parts) => r,
-                        _ = &mut deadline => return Err(unfinished(batch.len() + held.len())),
-                    };
-                    if let Err(e) = repositioned {
-                        self.on_store_error(e, batch.len(), held).await?;
-                    }
-                }
-                Err(e) => {
-                    let timed_out = e.is_timeout();
-                    self.on_store_error(e, accepted.len(), held).await?;
-                    batch = accepted;
-                    if timed_out && batch.len() > 1 {
-                        // the later half goes back in front of what was read meanwhile,
-                        // so each partition stays in order
-                        self.batch_cap = batch.len() / 2;
-                        held.splice(0..0, batch.split_off(self.batch_cap));
-                        warn!(
-                            messages = self.batch_cap,
-                            "the batch did not finish within the operation timeout: writing smaller batches"
-                        );
+                    Err(e) => {
+                        again.extend(share.messages);
+                        match &failure {
+                            None => failure = Some(e),
+                            // one outage path for all: the others are logged
+                            Some(_) => warn!(error = %e, "another share of the batch failed too"),
+                        }
                     }
                 }
             }
+            self.commit_kafka(CommitMode::Async);
+            if stale_parts.is_empty() && failure.is_none() {
+                self.batch_cap = (self.batch_cap * 2).min(self.config.batch_size.max(1));
+                return Ok(());
+            }
+            if !stale_parts.is_empty() {
+                // Another sink advanced these partitions (it owned them, or owns them
+                // now): drop our view and our copy of their messages. Those of them
+                // still assigned to us go back to the stored offset: the messages we
+                // dropped may be their last ones, and nothing else would fetch them.
+                warn!(partitions = ?stale_parts, "the stored positions of these partitions moved past this batch (another sink advanced them after a rebalance, or this sink's own commit landed though its answer was lost): dropping this sink's copy of their messages");
+                batch = plan::forget_stale_write(&mut self.positions, stale_messages, &stale_parts);
+                let repositioned = tokio::select! {
+                    r = self.reposition(&stale_parts) => r,
+                    _ = &mut deadline => return Err(unfinished(batch.len() + again.len() + held.len())),
+                };
+                if let Err(e) = repositioned {
+                    failure.get_or_insert(e);
+                }
+            }
+            if let Some(e) = failure {
+                let timed_out = e.is_timeout();
+                self.on_store_error(e, batch.len() + again.len(), held)
+                    .await?;
+                if timed_out && again.len() > 1 {
+                    // the later half goes back in front of what was read meanwhile,
+                    // so each partition stays in order
+                    self.batch_cap = again.len() / 2;
+                    held.splice(0..0, again.split_off(self.batch_cap));
+                    warn!(
+                        messages = self.batch_cap,
+                        "the batch did not finish within the operation timeout: writing smaller batches"
+                    );
+                }
+                batch.extend(again);
+            }
         }
+    }
+
+    /// Writes the shares of a batch concurrently, each with its retries; returns each
+    /// share with its outcome and how long it took.
+    async fn write_shares(
+        &self,
+        shares: Vec<plan::Share>,
+    ) -> Vec<(plan::Share, Result<Outcome, StoreError>, Duration)> {
+        let writes = shares.into_iter().map(|share| async move {
+            let started = Instant::now();
+            let outcome = self
+                .write_with_retries(&share.messages, &share.advances)
+                .await;
+            (share, outcome, started.elapsed())
+        });
+        futures_util::future::join_all(writes).await
+    }
+
+    /// Takes a committed share into the positions, the report, the metrics and the
+    /// progress line.
+    fn committed(
+        &mut self,
+        share: &plan::Share,
+        w: &crate::store::Written,
+        took: Duration,
+        held: &[Message],
+    ) {
+        let messages = &share.messages;
+        for a in &share.advances {
+            self.positions.entry(a.partition).or_default().next = Some(a.next);
+        }
+        self.share_positions(held);
+        self.report.messages += messages.len() as u64;
+        self.report.inserted += w.inserted;
+        self.report.duplicates += w.duplicates;
+        self.report.dead_letters += w.dead_letters;
+        self.report.conflicts += w.conflicts;
+        self.report.batches += 1;
+        let m = &self.ops.metrics;
+        m.consumed.inc_by(messages.len() as u64);
+        m.inserted.inc_by(w.inserted);
+        m.duplicates.inc_by(w.duplicates);
+        m.dead_lettered(&w.dead_letters_by_class);
+        m.conflicts.inc_by(w.conflicts);
+        m.batches.inc();
+        if self.config.metrics_addr.is_some() {
+            // one observation per message: only when someone can scrape it
+            m.committed(messages, chrono::Utc::now().timestamp_millis());
+        }
+        m.batch_size.observe(messages.len() as f64);
+        m.batch_write_seconds.observe(took.as_secs_f64());
+        log_dead_letters(messages, w);
+        if let Some(line) = self.progress.record(Instant::now(), messages, w) {
+            line.log();
+        }
+        debug!(
+            messages = messages.len(),
+            inserted = w.inserted,
+            duplicates = w.duplicates,
+            dead_letters = w.dead_letters,
+            "batch committed"
+        );
     }
 
     /// Commits the stored positions of the partitions this sink holds to Kafka (advisory).

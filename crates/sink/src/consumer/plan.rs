@@ -174,6 +174,56 @@ pub(super) fn log_end_checked(positions: &mut HashMap<i32, Position>, partition:
     }
 }
 
+/// The part of a batch one writer commits: the messages of some partitions and those
+/// partitions' offset advances, in one transaction.
+#[derive(Debug, Default)]
+pub(super) struct Share {
+    pub(super) messages: Vec<Message>,
+    pub(super) advances: Vec<OffsetAdvance>,
+}
+
+/// Fewest messages worth a writer of their own: below this a batch is not split (a lone
+/// message, a trickle), since each share costs a transaction.
+pub(super) const SPLIT_AT_LEAST: usize = 256;
+
+/// Splits a planned batch into at most `writers` shares that can commit concurrently:
+/// every partition's messages (in order) and its advance go to one share, so each
+/// partition's rows and stored offset stay in one transaction. Partitions go, largest
+/// first, to the share holding the fewest messages; no share gets fewer than
+/// [`SPLIT_AT_LEAST`] messages unless the batch is not split.
+pub(super) fn split(
+    accepted: Vec<Message>,
+    advances: Vec<OffsetAdvance>,
+    writers: usize,
+) -> Vec<Share> {
+    let mut by_partition: BTreeMap<i32, Vec<Message>> = BTreeMap::new();
+    for m in accepted {
+        by_partition.entry(m.partition).or_default().push(m);
+    }
+    let total: usize = by_partition.values().map(Vec::len).sum();
+    let ways = writers
+        .min(by_partition.len())
+        .min(total / SPLIT_AT_LEAST)
+        .max(1);
+    let mut shares: Vec<Share> = (0..ways).map(|_| Share::default()).collect();
+    let mut partitions: Vec<(i32, Vec<Message>)> = by_partition.into_iter().collect();
+    partitions.sort_by_key(|(p, ms)| (std::cmp::Reverse(ms.len()), *p));
+    let mut home: HashMap<i32, usize> = HashMap::new();
+    for (p, ms) in partitions {
+        let i = (0..ways)
+            .min_by_key(|&i| (shares[i].messages.len(), i))
+            .unwrap_or(0);
+        shares[i].messages.extend(ms);
+        home.insert(p, i);
+    }
+    for a in advances {
+        let i = home.get(&a.partition).copied().unwrap_or(0);
+        shares[i].advances.push(a);
+    }
+    shares.retain(|s| !s.messages.is_empty() || !s.advances.is_empty());
+    shares
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -370,5 +420,58 @@ mod tests {
         assert_eq!(accepted_at(&second), [(1, 20)]);
         assert_eq!(second.advances[0].expected, Some(20));
         assert_eq!(second.advances[0].next, 21);
+    }
+
+    #[test]
+    fn a_batch_splits_by_partition_into_balanced_shares_each_with_its_advances() {
+        let mut batch = Vec::new();
+        for (p, n) in [(0, 600), (1, 100), (2, 500), (3, 400)] {
+            for o in 0..n {
+                batch.push(msg(p, o));
+            }
+        }
+        let advances: Vec<OffsetAdvance> = (0..4)
+            .map(|p| OffsetAdvance {
+                partition: p,
+                expected: None,
+                next: 1,
+            })
+            .collect();
+        let shares = split(batch.clone(), advances.clone(), 2);
+        assert_eq!(shares.len(), 2);
+        for share in &shares {
+            let parts: std::collections::BTreeSet<i32> =
+                share.messages.iter().map(|m| m.partition).collect();
+            let advanced: std::collections::BTreeSet<i32> =
+                share.advances.iter().map(|a| a.partition).collect();
+            // a partition's rows and its offset travel together
+            assert_eq!(parts, advanced);
+            // and in order
+            for p in parts {
+                let offsets: Vec<i64> = share
+                    .messages
+                    .iter()
+                    .filter(|m| m.partition == p)
+                    .map(|m| m.offset)
+                    .collect();
+                assert!(offsets.windows(2).all(|w| w[0] < w[1]));
+            }
+        }
+        // 600 + 100 against 500 + 400: as even as whole partitions allow
+        let mut sizes: Vec<usize> = shares.iter().map(|s| s.messages.len()).collect();
+        sizes.sort();
+        assert_eq!(sizes, [700, 900]);
+        // every message is in exactly one share
+        assert_eq!(sizes.iter().sum::<usize>(), batch.len());
+        // more writers than partitions: one share per partition
+        assert_eq!(split(batch.clone(), advances.clone(), 8).len(), 4);
+        // one writer, or a small batch: not split
+        assert_eq!(split(batch.clone(), advances.clone(), 1).len(), 1);
+        let small: Vec<Message> = (0..4).map(|p| msg(p, 0)).collect();
+        assert_eq!(split(small, advances.clone(), 4).len(), 1);
+        // an advance without messages (a partition whose batch was all skipped) still
+        // lands in a share
+        let shares = split(Vec::new(), advances, 2);
+        assert_eq!(shares.iter().map(|s| s.advances.len()).sum::<usize>(), 4);
     }
 }
