@@ -745,10 +745,18 @@ pub async fn end_offsets(stack: &Stack, topic: &str) -> Result<BTreeMap<i32, i64
         let mut out = BTreeMap::new();
         for t in meta.topics() {
             for p in t.partitions() {
-                out.insert(
-                    p.id(),
-                    consumer.fetch_watermarks(&topic, p.id(), timeout)?.1,
-                );
+                // a topic just created may not have its leader yet: ask again for a while
+                let deadline = std::time::Instant::now() + timeout;
+                let end = loop {
+                    match consumer.fetch_watermarks(&topic, p.id(), timeout) {
+                        Ok((_, high)) => break high,
+                        Err(_) if std::time::Instant::now() < deadline => {
+                            std::thread::sleep(Duration::from_millis(200));
+                        }
+                        Err(e) => return Err(e.into()),
+                    }
+                };
+                out.insert(p.id(), end);
             }
         }
         Ok(out)
