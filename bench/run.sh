@@ -167,14 +167,14 @@ COPY_SECS=; COPY_STREAMS=; C_LINES=()
 for k in "${STREAMS[@]}"; do
   # shellcheck disable=SC2086
   m=$(printf '%s\n' ${C_BY[$k]} | median | xargs printf '%.2f')
-  C_LINES+=("$k stream(s): ${C_BY[$k]% }s (median $m)")
+  C_LINES+=("$k stream(s): ${C_BY[$k]% } s (median $m)")
   if [ -z "$COPY_SECS" ] || awk -v a="$m" -v b="$COPY_SECS" 'BEGIN{exit !(a < b)}'; then COPY_SECS=$m; COPY_STREAMS=$k; fi
 done
 COPY_RPS=$(awk -v n="$N" -v s="$COPY_SECS" 'BEGIN{printf "%.0f", n/s}')
 COPY_ONE=$(printf '%s\n' ${C_BY[1]} | median | xargs printf '%.2f')
 C1_RATIO=$(awk -v a="$COPY_ONE" -v b="$SINK_SECS" 'BEGIN{printf "%.2f", a/b}')
 WRITERS=$(grep -o '"writers":[0-9]*\|writers=[0-9]*' "$OUT/sink.log" | head -1 | grep -o '[0-9]*$' || echo "?")
-D_TRIALS="sink ${D_ALL[*]} s; psql \\copy $(IFS=';'; echo "${C_LINES[*]}") (in run order)"
+D_TRIALS="sink ${D_ALL[*]} s; psql \\copy $(printf '%s; ' "${C_LINES[@]}")in run order"
 
 PROFILE="(perf is not installed: \`apt-get install linux-perf\` adds a profile here)"
 if command -v perf >/dev/null; then
@@ -320,7 +320,9 @@ $PROFILE
 Notes
 - ProducerPerformance runs with the producer's own settings (acks=all, idempotence, lz4,
   linger 5 ms) and our JSON payloads (\`--payload-file\`), so both send the same bytes.
-- The ceiling is PostgreSQL's own bulk load into the same indexed table; the sink does more
+- The ceiling is PostgreSQL's own bulk load into the same indexed table, the best of 1, 2
+  and 4 parallel \`psql \\copy\` streams (each timed step from a quiet server: CHECKPOINT,
+  no autovacuum worker, 2 s of rest; sink and ceiling alternate which goes first); the sink does more
   per row (Kafka fetch, JSON decoding and validation, offsets and dead letters in the same
   transaction, conflict detection), but its COPY is binary while \`psql \\copy\` parses CSV,
   which costs PostgreSQL more per row: so the ratio can come near or above 1.0×. Most of
