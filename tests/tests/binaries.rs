@@ -834,3 +834,94 @@ async fn lag_keeps_counting_while_the_sink_is_paused() -> anyhow::Result<()> {
     assert!(out.status.success(), "{}", std::fs::read_to_string(&log)?);
     drop_tables(&db, &table).await
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stop_counts_only_what_no_share_committed_and_a_restart_writes_the_rest_once()
+-> anyhow::Result<()> {
+    let stack = stack();
+    let topic = unique("bin_shares");
+    let table = unique("sink_shares");
+    let group = unique("group");
+    create_topic(&stack, &topic, 2).await?;
+    let db = pg(&stack).await?;
+    let args = ["--topic", &topic, "--table", &table, "--group-id", &group];
+    // both partitions get a stored position
+    let config = {
+        let mut c = sink_config(&stack, &topic, &table);
+        c.group_id = group.clone();
+        c
+    };
+    let sink = start_sink(config);
+    produce(&stack, &topic, 40).await?;
+    wait_for_rows(&db, &table, 40, Duration::from_secs(60)).await?;
+    sink.stop().await?;
+    let positions: i64 = db
+        .query_one(
+            &format!("SELECT count(*) FROM {table}_offsets WHERE group_id = $1"),
+            &[&group],
+        )
+        .await?
+        .get(0);
+    assert_eq!(positions, 2, "both partitions have a position");
+    // partition 1's position is held by another session: the share writing partition 1
+    // blocks on it (no statement timeout to end it), the share of partition 0 commits
+    let locker = pg(&stack).await?;
+    locker
+        .batch_execute(&format!(
+            "BEGIN; SELECT * FROM {table}_offsets WHERE group_id = '{group}' AND partition = 1 FOR UPDATE"
+        ))
+        .await?;
+    produce(&stack, &topic, 2_000).await?;
+    let total: i64 = end_offsets(&stack, &topic).await?.values().sum();
+    let child = command("sink", &stack)
+        .args(args)
+        .args(["--writers", "2", "--drain-timeout", "2"])
+        .args(["--statement-timeout", "300"])
+        .spawn()?;
+    let committed = async {
+        loop {
+            let rows = count_rows(&db, &table).await?;
+            if rows > 40 {
+                return anyhow::Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(60), committed).await??;
+    // everything is received meanwhile (the read-ahead goes on during the blocked write)
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    // stopped while partition 1's share waits: exit 1 after the drain deadline, and the
+    // unwritten count is what is not in the table, not the whole batch
+    terminate(&child);
+    let out = wait_for_exit(child).await?;
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    let log = json_log(&out.stderr)?;
+    let error = *events(&log, "error")
+        .last()
+        .unwrap_or_else(|| panic!("no error line: {text}"));
+    let rows = count_rows(&db, &table).await?;
+    assert!(
+        rows > 40 && rows < total,
+        "a share committed, not all: {rows}"
+    );
+    assert_eq!(
+        field_u64(error, "unwritten")? as i64,
+        total - rows,
+        "{error}"
+    );
+    drop(locker);
+    // a new run writes the rest, each message once
+    let child = command("sink", &stack).args(args).spawn()?;
+    wait_for_rows(&db, &table, total, Duration::from_secs(60)).await?;
+    terminate(&child);
+    let out = wait_for_exit(child).await?;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let produced = decode_all(&read_topic(&stack, &topic).await?);
+    assert_same(&produced, &table_rows(&db, &table).await?);
+    drop_tables(&db, &table).await
+}

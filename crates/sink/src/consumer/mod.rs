@@ -35,6 +35,7 @@ use crate::error::{ErrorClass, StoreError};
 use crate::message::{self, Message};
 use crate::progress::{self, Progress};
 use crate::store::{Outcome, Store};
+use futures_util::StreamExt as _;
 
 mod context;
 mod lag;
@@ -487,12 +488,38 @@ impl Sink<'_> {
             // Partitions are shared out among the writers, each share one transaction of
             // its own (its partitions' rows and offsets), committed concurrently.
             let shares = plan::split(accepted, advances, self.config.writers);
-            let results = tokio::select! {
-                r = self.write_shares(shares) => r,
-                // what is left for redelivery: the batch and the read-ahead fetched so far
-                _ = &mut deadline => return Err(unfinished(in_hand + held.len())),
-                never = prefetch(consumer, held, limits, &mut errors, &mut paused) => match never {},
+            let (results, stopped) = {
+                let prefetching = prefetch(consumer, held, limits, &mut errors, &mut paused);
+                tokio::pin!(prefetching);
+                let mut writes = self.write_shares(shares);
+                let mut results = Vec::new();
+                let stopped = loop {
+                    tokio::select! {
+                        r = writes.next() => match r {
+                            Some(r) => results.push(r),
+                            None => break false,
+                        },
+                        // the shares not done are dropped (rolled back): redelivered
+                        _ = &mut deadline => break true,
+                        never = &mut prefetching => match never {},
+                    }
+                };
+                (results, stopped)
             };
+            if stopped {
+                // the shares that did commit are taken in; the rest, and the read-ahead
+                // fetched so far, are left for redelivery
+                let mut written = 0;
+                for (share, outcome, took) in &results {
+                    if let Ok(Outcome::Committed(w)) = outcome {
+                        self.committed(share, w, *took);
+                        written += share.messages.len();
+                    }
+                }
+                self.share_positions(held);
+                self.commit_kafka(CommitMode::Async);
+                return Err(unfinished(in_hand - written + held.len()));
+            }
             if paused && let Err(e) = resume_all(consumer) {
                 warn!(error = %e, "cannot resume partitions");
             }
@@ -503,14 +530,19 @@ impl Sink<'_> {
             let mut stale_parts = Vec::new();
             let mut stale_messages = Vec::new();
             let mut failure: Option<StoreError> = None;
+            // the largest share that did not finish within the operation timeout
+            let mut timed_out = 0;
             for (share, outcome, took) in results {
                 match outcome {
-                    Ok(Outcome::Committed(w)) => self.committed(&share, &w, took, held),
+                    Ok(Outcome::Committed(w)) => self.committed(&share, &w, took),
                     Ok(Outcome::Stale(parts)) => {
                         stale_parts.extend(parts);
                         stale_messages.extend(share.messages);
                     }
                     Err(e) => {
+                        if e.is_timeout() {
+                            timed_out = timed_out.max(share.messages.len());
+                        }
                         again.extend(share.messages);
                         match &failure {
                             None => failure = Some(e),
@@ -520,8 +552,9 @@ impl Sink<'_> {
                     }
                 }
             }
-            self.commit_kafka(CommitMode::Async);
+            self.share_positions(held);
             if stale_parts.is_empty() && failure.is_none() {
+                self.commit_kafka(CommitMode::Async);
                 self.batch_cap = (self.batch_cap * 2).min(self.config.batch_size.max(1));
                 return Ok(());
             }
@@ -532,6 +565,7 @@ impl Sink<'_> {
                 // dropped may be their last ones, and nothing else would fetch them.
                 warn!(partitions = ?stale_parts, "the stored positions of these partitions moved past this batch (another sink advanced them after a rebalance, or this sink's own commit landed though its answer was lost): dropping this sink's copy of their messages");
                 batch = plan::forget_stale_write(&mut self.positions, stale_messages, &stale_parts);
+                self.share_positions(held);
                 let repositioned = tokio::select! {
                     r = self.reposition(&stale_parts) => r,
                     _ = &mut deadline => return Err(unfinished(batch.len() + again.len() + held.len())),
@@ -540,14 +574,17 @@ impl Sink<'_> {
                     failure.get_or_insert(e);
                 }
             }
+            // the partitions of the shares that committed (never the stale ones, whose
+            // positions are forgotten by now: another sink owns their Kafka offsets)
+            self.commit_kafka(CommitMode::Async);
             if let Some(e) = failure {
-                let timed_out = e.is_timeout();
                 self.on_store_error(e, batch.len() + again.len(), held)
                     .await?;
-                if timed_out && again.len() > 1 {
-                    // the later half goes back in front of what was read meanwhile,
-                    // so each partition stays in order
-                    self.batch_cap = again.len() / 2;
+                if timed_out > 1 {
+                    // smaller than the share that timed out; the later part goes back
+                    // in front of what was read meanwhile, so each partition stays in
+                    // order
+                    self.batch_cap = timed_out / 2;
                     held.splice(0..0, again.split_off(self.batch_cap));
                     warn!(
                         messages = self.batch_cap,
@@ -559,36 +596,33 @@ impl Sink<'_> {
         }
     }
 
-    /// Writes the shares of a batch concurrently, each with its retries; returns each
-    /// share with its outcome and how long it took.
-    async fn write_shares(
+    /// The concurrent writes of a batch's shares, each with its retries: each yields its
+    /// share, its outcome and how long it took, as it finishes.
+    fn write_shares(
         &self,
         shares: Vec<plan::Share>,
-    ) -> Vec<(plan::Share, Result<Outcome, StoreError>, Duration)> {
-        let writes = shares.into_iter().map(|share| async move {
-            let started = Instant::now();
-            let outcome = self
-                .write_with_retries(&share.messages, &share.advances)
-                .await;
-            (share, outcome, started.elapsed())
-        });
-        futures_util::future::join_all(writes).await
+    ) -> futures_util::stream::FuturesUnordered<
+        impl std::future::Future<Output = (plan::Share, Result<Outcome, StoreError>, Duration)> + '_,
+    > {
+        shares
+            .into_iter()
+            .map(|share| async move {
+                let started = Instant::now();
+                let outcome = self
+                    .write_with_retries(&share.messages, &share.advances)
+                    .await;
+                (share, outcome, started.elapsed())
+            })
+            .collect()
     }
 
     /// Takes a committed share into the positions, the report, the metrics and the
     /// progress line.
-    fn committed(
-        &mut self,
-        share: &plan::Share,
-        w: &crate::store::Written,
-        took: Duration,
-        held: &[Message],
-    ) {
+    fn committed(&mut self, share: &plan::Share, w: &crate::store::Written, took: Duration) {
         let messages = &share.messages;
         for a in &share.advances {
             self.positions.entry(a.partition).or_default().next = Some(a.next);
         }
-        self.share_positions(held);
         self.report.messages += messages.len() as u64;
         self.report.inserted += w.inserted;
         self.report.duplicates += w.duplicates;

@@ -189,8 +189,8 @@ pub(super) const SPLIT_AT_LEAST: usize = 256;
 /// Splits a planned batch into at most `writers` shares that can commit concurrently:
 /// every partition's messages (in order) and its advance go to one share, so each
 /// partition's rows and stored offset stay in one transaction. Partitions go, largest
-/// first, to the share holding the fewest messages; no share gets fewer than
-/// [`SPLIT_AT_LEAST`] messages unless the batch is not split.
+/// first, to the share holding the fewest messages; there are at most one share per
+/// [`SPLIT_AT_LEAST`] messages (a batch under twice that is not split).
 pub(super) fn split(
     accepted: Vec<Message>,
     advances: Vec<OffsetAdvance>,
