@@ -632,6 +632,13 @@ pub fn metric_sum(body: &str, name: &str) -> Option<f64> {
     (!values.is_empty()).then(|| values.iter().sum())
 }
 
+/// The address a [`command_logged`] binary serves its metrics on (`--metrics-addr`), once
+/// its log says so.
+pub async fn metrics_addr(log: &Path) -> Result<String> {
+    let serving = wait_for_event(log, "metrics", Duration::from_secs(30)).await?;
+    Ok(serving["addr"].as_str().unwrap_or_default().to_owned())
+}
+
 /// Waits until the JSON log file of a [`command_logged`] binary has a line with `event`.
 pub async fn wait_for_event(
     log: &Path,

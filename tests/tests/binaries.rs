@@ -418,8 +418,7 @@ async fn the_sink_serves_metrics_that_agree_with_the_table_and_health() -> anyho
         .args(["--topic", &topic, "--table", &table, "--group-id", &group])
         .args(["--metrics-addr", "127.0.0.1:0"])
         .spawn()?;
-    let serving = wait_for_event(&log, "metrics", Duration::from_secs(30)).await?;
-    let addr = serving["addr"].as_str().unwrap_or_default().to_owned();
+    let addr = metrics_addr(&log).await?;
     // alive at once; ready once PostgreSQL is checked and partitions are assigned
     let (code, body) = http_get(&addr, "/healthz").await?;
     assert_eq!(code, 200, "{body}");
@@ -503,8 +502,7 @@ async fn the_producer_serves_metrics_that_never_run_ahead_of_the_topic() -> anyh
             "127.0.0.1:0",
         ])
         .spawn()?;
-    let serving = wait_for_event(&log, "metrics", Duration::from_secs(30)).await?;
-    let addr = serving["addr"].as_str().unwrap_or_default().to_owned();
+    let addr = metrics_addr(&log).await?;
     let delivered = async {
         loop {
             let (code, body) = http_get(&addr, "/metrics").await?;
@@ -709,8 +707,7 @@ async fn lag_reads_0_after_a_transactional_producers_markers_and_aborted_records
         .args(args)
         .args(["--metrics-addr", "127.0.0.1:0"])
         .spawn()?;
-    let serving = wait_for_event(&log, "metrics", Duration::from_secs(30)).await?;
-    let addr = serving["addr"].as_str().unwrap_or_default().to_owned();
+    let addr = metrics_addr(&log).await?;
 
     // as a Java or Python client with exactly-once writes: 20 messages committed, then 5
     // in a transaction that is aborted; the log also holds both markers
@@ -796,8 +793,7 @@ async fn lag_keeps_counting_while_the_sink_is_paused() -> anyhow::Result<()> {
         .args(["--statement-timeout", "120"])
         .args(["--metrics-addr", "127.0.0.1:0"])
         .spawn()?;
-    let serving = wait_for_event(&log, "metrics", Duration::from_secs(30)).await?;
-    let addr = serving["addr"].as_str().unwrap_or_default().to_owned();
+    let addr = metrics_addr(&log).await?;
     let lag_reads = |want: f64, secs: u64| {
         let addr = addr.clone();
         async move {

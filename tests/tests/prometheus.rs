@@ -62,15 +62,13 @@ async fn prometheus_scrapes_both_binaries_and_their_counters_agree_with_postgres
         .args(["--topic", &topic, "--table", &table, "--group-id", &group])
         .args(["--metrics-addr", "127.0.0.1:0"])
         .spawn()?;
-    let serving = wait_for_event(&log, "metrics", Duration::from_secs(30)).await?;
-    let target = serving["addr"].as_str().unwrap_or_default().to_owned();
+    let target = metrics_addr(&log).await?;
     let (mut cmd, producer_log) = command_logged("producer", &stack, "prometheus_producer")?;
     let producer = cmd
         .args(["--topic", &topic, "--rate", "100"])
         .args(["--metrics-addr", "127.0.0.1:0"])
         .spawn()?;
-    let serving = wait_for_event(&producer_log, "metrics", Duration::from_secs(30)).await?;
-    let producer_target = serving["addr"].as_str().unwrap_or_default().to_owned();
+    let producer_target = metrics_addr(&producer_log).await?;
 
     // Prometheus scraping both every second, on a free port, with its own storage
     let dir = tempfile::tempdir()?;
