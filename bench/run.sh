@@ -37,28 +37,10 @@ OUT=$(mktemp -d)
 log() { printf 'bench: %s\n' "$*" >&2; }
 die() { printf "bench: error: %s\n" "$*" >&2; exit 1; }
 
-command -v /usr/bin/time >/dev/null || apt-get install -y -qq time >/dev/null
-scripts/stack.sh up
-# shellcheck source=../scripts/env.sh
-source scripts/env.sh
-load_env
-# the producer's summary is read as text: it is ProducerPerformance's line, compared with it
-export LOG_FORMAT=text
-log "building release binaries"
-cargo build -q --release -p producer -p sink -p bench
-BIN=target/release
-KJAVA=(java -Xmx512m -cp ".stack/kafka/libs/*" -Dlog4j2.configurationFile="$ROOT/scripts/kafka/tools-log4j2.properties")
-BOOT=$KAFKA_BOOTSTRAP_SERVERS
-sql() { PGPASSWORD=$POSTGRES_PASSWORD psql -X -q -At -h 127.0.0.1 -p "$POSTGRES_PORT" -U "$POSTGRES_USER" -d "$POSTGRES_DB" "$@"; }
+# shellcheck source=common.sh
+source bench/common.sh
 topic() { "${KJAVA[@]}" org.apache.kafka.tools.TopicCommand --bootstrap-server "$BOOT" --create --topic "$1" --partitions "$2" --replication-factor 1 >/dev/null; }
-now() { date +%s.%N; }
-# CPU seconds of a process and of its children that exited (PostgreSQL's backends)
-cpu_secs() { awk -v t="$(getconf CLK_TCK)" '{printf "%.2f", ($14+$15+$16+$17)/t}' "/proc/$1/stat"; }
-PGPID=$(head -1 .stack/postgres/data/postmaster.pid)
-KPID=$(cat .stack/kafka/node1/kafka.pid)
 rss_mb() { awk '{printf "%.1f", $1/1024}' "$1"; }
-# Stops a program started under /usr/bin/time: the signal goes to time's child.
-stop_timed() { pkill -TERM -P "$1" || true; wait "$1" || true; }
 
 # --- 1. producer ---------------------------------------------------------------------
 # BENCH_TRIALS (3) alternating runs of each, so that a broker stall during one run does not
@@ -104,28 +86,34 @@ P_TRIALS="ours ${OURS_ALL[*]}; ProducerPerformance ${PP_ALL[*]} (records/s, in r
 TS=bench_sink_$RUN
 STREAMS=(1 2 "${BENCH_STREAMS:-4}")
 D_ALL=(); SRSS_MAX=0
-declare -A C_BY
-# A quiet server: the last step's dirty pages written, no autovacuum at work, a pause.
-quiet() {
-  scripts/stack.sh psql -q -c "CHECKPOINT" >/dev/null
-  until [ "$(sql -c "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'autovacuum worker'")" = 0 ]; do sleep 0.5; done
-  sleep 2
-}
+declare -A C_BY C_PG_CPU C_PSQL_CPU
+psql_copy() { sql -c "\\copy $1 FROM '$2' CSV"; }
+export -f sql psql_copy
+export POSTGRES_PASSWORD POSTGRES_PORT POSTGRES_USER POSTGRES_DB
 ceiling() { # trial: psql \copy of rows.csv with each stream count into an empty table
   local t=$1 k
   for k in "${STREAMS[@]}"; do
     local table=${TS}_copy_${t}_$k
     sql -c "CREATE TABLE $table (LIKE ${TS}_shape INCLUDING ALL)"
-    rm -f "$OUT"/part.*
+    rm -f "$OUT"/part.* "$OUT"/psql.cpu.*
     split -n "l/$k" -d "$OUT/rows.csv" "$OUT/part."
     quiet
     log "2. ceiling (run $t of $TRIALS): psql \\copy in $k stream(s)"
-    local t0 t1 part pids=()
+    local t0 t1 part i=0 pids=() pg0
+    pg0=$(cpu_secs "$PGPID")
     t0=$(now)
-    for part in "$OUT"/part.*; do sql -c "\\copy $table FROM '$part' CSV" & pids+=($!); done
-    wait "${pids[@]}"
+    for part in "$OUT"/part.*; do
+      /usr/bin/time -f "%U %S" -o "$OUT/psql.cpu.$i" bash -c 'psql_copy "$0" "$1"' "$table" "$part" & pids+=($!)
+      i=$((i + 1))
+    done
+    for part in "${pids[@]}"; do wait "$part" || die "a psql \\copy stream failed: see above"; done
     t1=$(now)
     C_BY[$k]+="$(awk -v a="$t0" -v b="$t1" 'BEGIN{printf "%.2f", b-a}') "
+    if [ "$t" = 1 ]; then
+      sleep 0.5 # the backends exit, so that the postmaster has their CPU time
+      C_PG_CPU[$k]=$(awk -v a="$pg0" -v b="$(cpu_secs "$PGPID")" 'BEGIN{printf "%.1f", b-a}')
+      C_PSQL_CPU[$k]=$(cat "$OUT"/psql.cpu.* | awk '{s += $1 + $2} END{printf "%.1f", s}')
+    fi
     sql -c "DROP TABLE $table"
   done
 }
@@ -171,6 +159,8 @@ for k in "${STREAMS[@]}"; do
   if [ -z "$COPY_SECS" ] || awk -v a="$m" -v b="$COPY_SECS" 'BEGIN{exit !(a < b)}'; then COPY_SECS=$m; COPY_STREAMS=$k; fi
 done
 COPY_RPS=$(awk -v n="$N" -v s="$COPY_SECS" 'BEGIN{printf "%.0f", n/s}')
+CPU_FLOOR=$(awk -v a="$SINK_CPU" -v b="$PG_CPU" -v c="$K_CPU" -v n="$(nproc)" 'BEGIN{printf "%.2f", (a+b+c)/n}')
+FLOOR_RATIO=$(awk -v a="$COPY_SECS" -v b="$CPU_FLOOR" 'BEGIN{printf "%.2f", a/b}')
 COPY_ONE=$(printf '%s\n' ${C_BY[1]} | median | xargs printf '%.2f')
 C1_RATIO=$(awk -v a="$COPY_ONE" -v b="$SINK_SECS" 'BEGIN{printf "%.2f", a/b}')
 WRITERS=$(grep -o '"writers":[0-9]*\|writers=[0-9]*' "$OUT/sink.log" | head -1 | grep -o '[0-9]*$' || echo "?")
@@ -264,6 +254,29 @@ M_RATIO=$(awk -v a="$MB_RSS" -v b="$MN_RSS" 'BEGIN{printf "%.2f", a/b}')
 for t in "bench_perrow_$RUN" "$TL"; do sql -c "DROP TABLE IF EXISTS $t, ${t}_offsets, ${t}_dead_letters" || true; done
 sql -c "DROP FUNCTION IF EXISTS bench_slow_write()" || true
 PRSS=$(rss_mb "$OUT/producer.rss"); SRSS=$(rss_mb "$OUT/sink.rss")
+# The cost curve is its own, longer run (bench/curve.sh); its last results are shown here.
+CURVE="(not measured yet: run \`bench/curve.sh\`, about 25 minutes)"
+if [ -s bench/curve.csv ]; then
+  CURVE="Made by \`bench/curve.sh\` (its own run of about 25 minutes; the image by
+\`cargo run -p bench --bin plot_curve\` from \`bench/curve.csv\`): each variant's table
+filled in steps (\`CURVE_STEP\`, 1M rows by default), each step drained by a fresh sink from a quiet server. Rows/s of
+the step that starts with the table holding that many rows; in brackets PostgreSQL's CPU
+seconds for the step's million rows:
+
+![drain rate as the table grows](docs/img/cost-curve.svg)
+
+$(awk -F, 'NR > 1 {
+    if ($4 + 0 <= 0) next
+    r = $3 / $4; k = $2 / 1e6
+    cell[$1, k] = sprintf("%.0f (%s)", r, $6); if (k > max) max = k
+    if (!($1 in order)) { order[$1] = ++n; name[n] = $1 }
+  }
+  END {
+    cols[1] = 0; cols[2] = int(max / 2); cols[3] = max
+    printf "| variant (ids:collation) | empty | %dM rows | %dM rows |\n|---|---|---|---|\n", cols[2], cols[3]
+    for (i = 1; i <= n; i++) printf "| %s | %s | %s | %s |\n", name[i], cell[name[i], cols[1]], cell[name[i], cols[2]], cell[name[i], cols[3]]
+  }' bench/curve.csv)"
+fi
 mark() { awk -v v="$1" -v t="$2" -v dir="$3" 'BEGIN{ok = (dir == ">=") ? (v >= t) : (v < t); print ok ? "met" : "**missed**"}'; }
 CPU=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')
 PGV=$(sql -c "SHOW server_version")
@@ -278,7 +291,7 @@ shared and noisy, so absolute numbers move between runs while ratios hold better
 
 - machine: $(nproc) cores ($CPU), $(awk '/MemTotal/{printf "%.0f GiB", $2/1048576}' /proc/meminfo); everything on loopback
 - versions: Apache Kafka 4.1.1 (single KRaft node, \`scripts/stack.sh\`), PostgreSQL $PGV, librdkafka $RDK, rustc $RUSTV, release build
-- messages: $N ($SIZE bytes of JSON on average), topic of 6 partitions
+- messages: $N ($SIZE bytes of JSON on average; \`tx_id\`s UUIDv7, the producer's default), topic of 6 partitions
 
 | measure | ours | baseline | ratio | target |
 |---|---|---|---|---|
@@ -312,10 +325,18 @@ Producer summary (run 1): \`$SUMMARY\`
 
 ProducerPerformance (run 1): \`$PP_SUMMARY\`
 
-Where the time of the drain goes (CPU seconds during drain run 1, ${D_ALL[0]} s, 2 cores):
+Where the time of the drain goes (CPU seconds during drain run 1, ${D_ALL[0]} s, $(nproc) cores):
 sink $SINK_CPU s, PostgreSQL $PG_CPU s (its backend and background processes), Kafka $K_CPU s.
+The same rows through \`psql \\copy\` (trial 1): $(for k in "${STREAMS[@]}"; do printf '%s stream(s): PostgreSQL %s s, psql %s s; ' "$k" "${C_PG_CPU[$k]}" "${C_PSQL_CPU[$k]}"; done)
+So on $(nproc) cores no schedule can drain faster than the CPU the drain needs, spread evenly:
+$CPU_FLOOR s (sink + PostgreSQL + Kafka CPU / $(nproc)), which is **$FLOOR_RATIO×** the best
+\`psql \\copy\`: the most this machine allows the sink's ratio, however its writes are scheduled.
 
 $PROFILE
+
+## Cost curve: the drain rate as the table grows
+
+$CURVE
 
 Notes
 - ProducerPerformance runs with the producer's own settings (acks=all, idempotence, lz4,

@@ -982,8 +982,8 @@ pub async fn heavy_test_slot() -> tokio::sync::MutexGuard<'static, ()> {
     SLOT.lock().await
 }
 
-/// The `tx_id`s a seeded producer run of `count` messages generates, computed by running
-/// the same generator with the same seed and users.
+/// The `tx_id`s a seeded producer run of `count` messages with v4 ids generates, computed
+/// by running the same generator with the same seed and users.
 pub fn seeded_tx_ids(seed: u64, count: u64) -> Result<Vec<uuid::Uuid>> {
     let users = txn_model::load_users(&users_dir())?;
     let mut generator = txn_model::Generator::new(users.ids, Some(seed))?;

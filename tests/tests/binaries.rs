@@ -602,6 +602,28 @@ async fn doctor_passes_a_working_sink_and_names_each_broken_part_with_its_fix() 
         "{text}"
     );
 
+    // 1b. tx_id in a linguistic collation (a table made by the seed's DDL in an en_US
+    //     database): it works, so a warning that names the collation and the ALTER
+    db.batch_execute(&format!(
+        "ALTER TABLE {table} ALTER COLUMN tx_id TYPE VARCHAR COLLATE \"en-US-x-icu\""
+    ))
+    .await?;
+    let out = doctor(&stack.pg.password).await?;
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{text}");
+    let checks = doctor_checks(&out.stderr)?;
+    let (status, line) = checks.get("table").cloned().unwrap_or_default();
+    assert_eq!(status, "warn", "{text}");
+    assert!(
+        line.contains(&format!("{table}.tx_id uses collation ICU en-US"))
+            && line.contains("COLLATE \"C\""),
+        "{line}"
+    );
+    db.batch_execute(&format!(
+        "ALTER TABLE {table} ALTER COLUMN tx_id TYPE VARCHAR COLLATE \"C\""
+    ))
+    .await?;
+
     // 2. a column of another type: the table check fails, naming it and the fix; exit 1
     db.batch_execute(&format!(
         "ALTER TABLE {table} ALTER COLUMN amount TYPE text"

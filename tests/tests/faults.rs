@@ -111,6 +111,8 @@ async fn restarting_postgres_twice_during_ingest_loses_nothing_and_parks_nothing
     let mut producer_config = producer_config(&stack, &topic, N);
     producer_config.pace = producer::Pace::Rate(2_000.0);
     producer_config.seed = Some(SEED);
+    // ids that a seed repeats whole (v7 ids hold the time of generation)
+    producer_config.tx_ids = producer::TxIdKind::V4;
     let producing = tokio::spawn(producer::run(
         producer_config,
         tokio_util::sync::CancellationToken::new(),
@@ -173,6 +175,8 @@ async fn restarting_the_broker_while_the_producer_runs_flat_out_loses_and_duplic
     // --rate 0: as fast as the broker takes them; the restart lands mid-stream
     let mut config = producer_config(&stack, &topic, N);
     config.seed = Some(SEED);
+    // ids that a seed repeats whole (v7 ids hold the time of generation)
+    config.tx_ids = producer::TxIdKind::V4;
     let producing = tokio::spawn(producer::run(
         config,
         tokio_util::sync::CancellationToken::new(),
@@ -728,6 +732,8 @@ async fn killing_a_broker_of_a_three_node_cluster_loses_nothing() -> anyhow::Res
 
     let mut config = producer_config(&stack, &topic, N);
     config.seed = Some(SEED);
+    // ids that a seed repeats whole (v7 ids hold the time of generation)
+    config.tx_ids = producer::TxIdKind::V4;
     config.pace = producer::Pace::Rate(4_000.0);
     let producing = tokio::spawn(producer::run(
         config,

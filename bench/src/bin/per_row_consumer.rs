@@ -30,7 +30,7 @@ async fn main() -> anyhow::Result<()> {
     let db = bench::connect(&args.pg).await?;
     let table = &args.table;
     db.batch_execute(&format!(
-        "CREATE TABLE IF NOT EXISTS {table} (tx_id VARCHAR PRIMARY KEY, user_id VARCHAR NOT NULL, \
+        "CREATE TABLE IF NOT EXISTS {table} (tx_id VARCHAR COLLATE \"C\" PRIMARY KEY, user_id VARCHAR NOT NULL, \
          amount DECIMAL(10,2) NOT NULL, currency VARCHAR(3) NOT NULL, merchant VARCHAR(255) NOT NULL, \
          category VARCHAR(100) NOT NULL, timestamp TIMESTAMP NOT NULL, ingested_at TIMESTAMP DEFAULT CURRENT_TIMESTAMP)"
     ))

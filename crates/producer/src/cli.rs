@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use clap::Parser;
 
-use crate::config::{Compression, Pace, ProducerConfig};
+use crate::config::{Compression, Pace, ProducerConfig, TxIdKind};
 
 /// Publishes realistic fake financial transactions to Kafka.
 #[derive(Debug, Parser)]
@@ -39,10 +39,15 @@ pub struct Args {
     #[arg(long, env = "PRODUCER_COUNT")]
     pub count: Option<u64>,
 
-    /// Seed of the generator: the same seed and users give the same transactions
-    /// (except timestamps).
+    /// Seed of the generator: the same seed and users give the same transactions, except
+    /// timestamps (and so the time part of v7 tx_ids: use --tx-ids v4 for ids that repeat).
     #[arg(long, env = "PRODUCER_SEED")]
     pub seed: Option<u64>,
+
+    /// Kind of UUID of the tx_ids: v7 (time-ordered: the sink's primary key stays cheap as
+    /// the table grows; see docs/SCALING.md) or v4 (random).
+    #[arg(long, env = "PRODUCER_TX_IDS", value_enum, default_value_t = TxIdKind::V7)]
+    pub tx_ids: TxIdKind,
 
     /// Print JSON lines to stdout instead of publishing (no Kafka needed).
     #[arg(long, env = "PRODUCER_DRY_RUN")]
@@ -87,6 +92,7 @@ impl Args {
             pace,
             count: self.count,
             seed: self.seed,
+            tx_ids: self.tx_ids,
             dry_run: self.dry_run,
             delivery_timeout: Duration::from_secs(self.delivery_timeout),
             max_in_flight: self.max_in_flight,

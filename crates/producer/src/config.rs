@@ -14,6 +14,27 @@ pub enum Pace {
     Unlimited,
 }
 
+/// The kind of UUID the `tx_id`s are. Time-ordered by default: the sink's primary key
+/// then takes each new id at its right edge, and the drain rate stays flat as the table
+/// grows, where random ids halve it by 9M rows (`bench/curve.sh`, docs/SCALING.md).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum TxIdKind {
+    /// Random (UUIDv4), like most generators make them.
+    V4,
+    /// Time-ordered (UUIDv7): the default.
+    #[default]
+    V7,
+}
+
+impl From<TxIdKind> for txn_model::TxIds {
+    fn from(k: TxIdKind) -> txn_model::TxIds {
+        match k {
+            TxIdKind::V4 => txn_model::TxIds::V4,
+            TxIdKind::V7 => txn_model::TxIds::V7,
+        }
+    }
+}
+
 /// The codec of the record batches the producer writes (`compression.type`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
 pub enum Compression {
@@ -67,6 +88,8 @@ pub struct ProducerConfig {
     pub count: Option<u64>,
     /// Seed of the generator; `None` draws one from the OS.
     pub seed: Option<u64>,
+    /// Random or time-ordered `tx_id`s.
+    pub tx_ids: TxIdKind,
     /// Write JSON lines to stdout instead of Kafka.
     pub dry_run: bool,
     /// How long the broker has to acknowledge a message before it counts as failed.
@@ -95,6 +118,7 @@ impl Default for ProducerConfig {
             pace: Pace::Interval(Duration::from_secs(10)),
             count: None,
             seed: None,
+            tx_ids: TxIdKind::default(),
             dry_run: false,
             delivery_timeout: Duration::from_secs(60),
             connect_timeout: Duration::from_secs(15),

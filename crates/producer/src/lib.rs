@@ -29,7 +29,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 use txn_model::{Generator, load_users};
 
-pub use config::{Compression, Pace, ProducerConfig};
+pub use config::{Compression, Pace, ProducerConfig, TxIdKind};
 pub use publisher::PublishError;
 pub use stats::Latency;
 
@@ -114,7 +114,7 @@ pub async fn run_with(
         path = %config.users_path.display(),
         "loaded users"
     );
-    let mut generator = Generator::new(users.ids, config.seed)?;
+    let mut generator = Generator::new(users.ids, config.seed)?.with_tx_ids(config.tx_ids.into());
     if config.dry_run {
         return dry_run(&config, &mut generator, &shutdown).await;
     }

@@ -651,9 +651,20 @@ async fn shape_check(db: &tokio_postgres::Client, table: &str, tables: &[&str]) 
             db.query(
                 "SELECT t.i, a.attname::text, format_type(a.atttypid, a.atttypmod), a.attnotnull, \
                         format_type(a.atttypid, NULL), \
-                        a.attnotnull AND NOT a.atthasdef AND a.attidentity = '' AND a.attgenerated = '' \
+                        a.attnotnull AND NOT a.atthasdef AND a.attidentity = '' AND a.attgenerated = '', \
+                        CASE \
+                          WHEN a.attcollation = 0 THEN NULL \
+                          WHEN c.collprovider = 'd' THEN CASE coalesce(to_jsonb(d)->>'datlocprovider', 'c') \
+                            WHEN 'c' THEN d.datcollate::text \
+                            WHEN 'b' THEN 'builtin ' || coalesce(to_jsonb(d)->>'datlocale', '') \
+                            ELSE 'ICU ' || coalesce(to_jsonb(d)->>'datlocale', to_jsonb(d)->>'daticulocale', '') END \
+                          WHEN c.collprovider = 'c' THEN c.collcollate::text \
+                          WHEN c.collprovider = 'b' THEN 'builtin ' || coalesce(to_jsonb(c)->>'colllocale', '') \
+                          ELSE 'ICU ' || coalesce(to_jsonb(c)->>'colllocale', to_jsonb(c)->>'colliculocale', c.collname::text) END \
                  FROM unnest($1::text[]) WITH ORDINALITY AS t(name, i) \
-                 JOIN pg_attribute a ON a.attrelid = to_regclass(t.name) AND a.attnum > 0 AND NOT a.attisdropped",
+                 JOIN pg_attribute a ON a.attrelid = to_regclass(t.name) AND a.attnum > 0 AND NOT a.attisdropped \
+                 LEFT JOIN pg_collation c ON c.oid = a.attcollation \
+                 LEFT JOIN pg_database d ON d.datname = current_database()",
                 &[&names],
             )
             .await
@@ -692,7 +703,7 @@ async fn shape_check(db: &tokio_postgres::Client, table: &str, tables: &[&str]) 
         Check::warn(
             "table",
             warnings.join("; "),
-            "values beyond such a length or precision are refused and parked as dead letters: align the column with sql/*.sql if that is not intended",
+            "values beyond such a length or precision are refused and parked as dead letters, and another collation only costs speed: align the columns with sql/*.sql if that is not intended",
         )
     } else {
         Check::ok(
@@ -712,6 +723,9 @@ struct Column {
     not_null: bool,
     /// NOT NULL with no default (nor identity or generation): a row must give it.
     required: bool,
+    /// What its collation compares by, for text types: a libc locale name (`C`,
+    /// `en_US.utf8`), or `ICU <locale>` / `builtin <locale>`; the database's for `default`.
+    collation: Option<String>,
 }
 
 impl Column {
@@ -724,11 +738,21 @@ impl Column {
                     not_null: r.get(3),
                     base: r.get(4),
                     required: r.get(5),
+                    collation: r.get(6),
                 };
                 ((r.get(0), r.get(1)), column)
             })
             .collect()
     }
+}
+
+/// Whether a collation compares text by its bytes (code points): `C` and `POSIX`, and the
+/// `C.UTF-8` locales of libc and of PostgreSQL 17's builtin provider.
+fn bytewise(collation: &str) -> bool {
+    let locale = collation.strip_prefix("builtin ").unwrap_or(collation);
+    matches!(locale, "C" | "POSIX")
+        || locale.eq_ignore_ascii_case("C.UTF-8")
+        || locale.eq_ignore_ascii_case("C.utf8")
 }
 
 /// What differs between the shipped shape and the tables: failures (the sink's writes
@@ -760,6 +784,16 @@ fn compare_shapes(
             warnings.push(format!("{at} is {}, expected {}", h.ty, w.ty));
         } else if w.not_null && !h.not_null {
             failures.push(format!("{at} allows NULL, expected NOT NULL"));
+        } else if w.collation.as_deref().is_some_and(bytewise)
+            && !h.collation.as_deref().is_some_and(bytewise)
+        {
+            // a table made by the seed's DDL in a linguistic database: it works, its
+            // primary key costs more per row
+            warnings.push(format!(
+                "{at} uses collation {}, the shipped schema \"C\": every insert compares keys by the dearer linguistic rule (docs/SCALING.md measures it); `ALTER TABLE {} ALTER COLUMN {column} TYPE VARCHAR COLLATE \"C\"` rebuilds its index under an exclusive lock, during which the sink's writes wait: do it in a quiet window, with a lock_timeout",
+                h.collation.as_deref().unwrap_or("none"),
+                name(*i)
+            ));
         }
     }
     for ((i, column), h) in have {
@@ -876,6 +910,7 @@ mod tests {
             base: base.into(),
             not_null,
             required,
+            collation: None,
         }
     }
 
@@ -911,6 +946,32 @@ mod tests {
         let (failures, warnings) = compare_shapes(&["t"], &want, &have);
         assert!(failures.is_empty(), "{failures:?}");
         assert_eq!(warnings.len(), 2, "{warnings:?}");
+        // the key's collation: the shipped "C", or a database whose default is C, is fine;
+        // another is a warning (slower, not wrong)
+        let keyed = |collation: &str| Column {
+            collation: Some(collation.into()),
+            ..column("character varying", "character varying", true, true)
+        };
+        let want_key = HashMap::from([(key("tx_id"), keyed("C"))]);
+        let have_key = |collation: &str| HashMap::from([(key("tx_id"), keyed(collation))]);
+        for same in ["C", "POSIX", "C.UTF-8", "C.utf8", "builtin C.UTF-8"] {
+            assert_eq!(
+                compare_shapes(&["t"], &want_key, &have_key(same)),
+                (vec![], vec![]),
+                "{same}"
+            );
+        }
+        let (_, warnings) = compare_shapes(&["t"], &want_key, &have_key("ICU en-US"));
+        assert!(
+            warnings[0].contains("uses collation ICU en-US"),
+            "{warnings:?}"
+        );
+        let (failures, warnings) = compare_shapes(&["t"], &want_key, &have_key("en_US.utf8"));
+        assert!(failures.is_empty(), "{failures:?}");
+        assert!(
+            warnings.len() == 1 && warnings[0].contains("t.tx_id uses collation en_US.utf8"),
+            "{warnings:?}"
+        );
         // another base type, a NOT NULL dropped, a required column the sink never writes
         have.insert(key("amount"), column("text", "text", true, true));
         have.insert(

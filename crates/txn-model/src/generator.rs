@@ -13,9 +13,18 @@
 //! With a seed, the generator draws from `StdRng::seed_from_u64(seed)`: the same seed and the
 //! same user list (same ids, same order) give the same sequence of `tx_id`, `user_id`,
 //! `amount`, `currency`, `merchant`, `category` and `processing_time_ms`, for this build
-//! (the RNG algorithm is pinned by `Cargo.lock`). `timestamp` is the wall-clock time
+//! (the RNG algorithm is pinned by `Cargo.lock`); a UUIDv7 `tx_id` also holds the
+//! timestamp, so it repeats only for the same timestamps. The other fields are the same
+//! sequence whichever kind of id is made. `timestamp` is the wall-clock time
 //! passed to [`Generator::next_at`], so it is not reproduced; the producer uses the time of
 //! generation.
+//!
+//! # Transaction ids
+//! Random UUIDv4 by default, as the seed's generator makes them. [`TxIds::V7`] makes
+//! time-ordered UUIDv7 ids instead (RFC 9562: the transaction's millisecond timestamp, then
+//! random bits from the same RNG, so a seeded run still reproduces them for the same
+//! timestamps): still UUIDs, but consecutive ids land next to each other in the primary
+//! key's index instead of on a random page (`docs/SCALING.md` measures what that is worth).
 
 use chrono::{DateTime, Utc};
 use fake::Fake;
@@ -234,11 +243,22 @@ const PROCESSING_RANGE_MS: (f64, f64) = (15.0, 5_000.0);
 #[derive(Debug)]
 pub struct Generator {
     rng: StdRng,
+    tx_ids: TxIds,
     users: Vec<Uuid>,
     category: WeightedIndex<u32>,
     currency: WeightedIndex<u32>,
     amounts: Vec<LogNormal<f64>>,
     processing: LogNormal<f64>,
+}
+
+/// Which kind of UUID the `tx_id`s are (see the module docs).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum TxIds {
+    /// Random (version 4), as the seed makes them.
+    #[default]
+    V4,
+    /// Time-ordered (version 7): the timestamp's milliseconds, then random bits.
+    V7,
 }
 
 /// Why a generator cannot be built.
@@ -277,6 +297,7 @@ impl Generator {
             .expect("processing distribution");
         Ok(Generator {
             rng,
+            tx_ids: TxIds::V4,
             users,
             category,
             currency,
@@ -285,10 +306,30 @@ impl Generator {
         })
     }
 
+    /// The same generator, making `tx_id`s of this kind.
+    #[must_use]
+    pub fn with_tx_ids(mut self, tx_ids: TxIds) -> Generator {
+        self.tx_ids = tx_ids;
+        self
+    }
+
     /// The next transaction, stamped `now` (truncated to milliseconds).
     pub fn next_at(&mut self, now: DateTime<Utc>) -> Transaction {
         let rng = &mut self.rng;
-        let tx_id: Uuid = UUIDv4.fake_with_rng(rng);
+        let millis = now.timestamp_millis();
+        let tx_id: Uuid = match self.tx_ids {
+            TxIds::V4 => UUIDv4.fake_with_rng(rng),
+            TxIds::V7 => {
+                // as many draws as a v4 id takes, so that the rest of the transaction is
+                // the same sequence whichever kind of id a seeded run makes
+                let random: [u8; 16] = rng.random();
+                let mut counter_random = [0; 10];
+                counter_random.copy_from_slice(&random[..10]);
+                // before 1970 cannot be a UUIDv7 timestamp: clamped to its epoch
+                uuid::Builder::from_unix_timestamp_millis(millis.max(0) as u64, &counter_random)
+                    .into_uuid()
+            }
+        };
         let user_id = self.users[rng.random_range(0..self.users.len())];
         let ci = self.category.sample(rng);
         let category = &CATEGORIES[ci];
@@ -301,7 +342,6 @@ impl Generator {
             .sample(rng)
             .clamp(PROCESSING_RANGE_MS.0, PROCESSING_RANGE_MS.1)
             .round() as u32;
-        let millis = now.timestamp_millis();
         let timestamp = DateTime::from_timestamp_millis(millis).unwrap_or(now);
         Transaction {
             tx_id,
@@ -375,6 +415,51 @@ mod tests {
             unseeded,
             sa[..5].iter().map(|t| t.tx_id).collect::<Vec<_>>()
         );
+    }
+
+    #[test]
+    fn v7_ids_carry_the_timestamp_are_ordered_by_it_and_reproducible() {
+        let t = |ms: i64| DateTime::from_timestamp_millis(1_755_253_800_000 + ms).unwrap();
+        let mut a = Generator::new(users(5), Some(9))
+            .unwrap()
+            .with_tx_ids(TxIds::V7);
+        let mut b = Generator::new(users(5), Some(9))
+            .unwrap()
+            .with_tx_ids(TxIds::V7);
+        let ids: Vec<Uuid> = (0..100).map(|i| a.next_at(t(i)).tx_id).collect();
+        assert_eq!(
+            ids,
+            (0..100).map(|i| b.next_at(t(i)).tx_id).collect::<Vec<_>>()
+        );
+        for (i, id) in ids.iter().enumerate() {
+            assert_eq!(id.get_version_num(), 7, "{id}");
+            let (secs, nanos) = id.get_timestamp().unwrap().to_unix();
+            assert_eq!(
+                secs as i64 * 1000 + i64::from(nanos / 1_000_000),
+                t(i as i64).timestamp_millis()
+            );
+        }
+        // one per millisecond: in the order of their timestamps, as text too (the column)
+        let text: Vec<String> = ids.iter().map(Uuid::to_string).collect();
+        assert!(text.is_sorted(), "{text:?}");
+        // the rest of the transaction is the same sequence as with v4 ids
+        let mut v4 = Generator::new(users(5), Some(9)).unwrap();
+        let mut v7 = Generator::new(users(5), Some(9))
+            .unwrap()
+            .with_tx_ids(TxIds::V7);
+        for i in 0..100 {
+            let (a, b) = (v4.next_at(t(i)), v7.next_at(t(i)));
+            assert_eq!(a.tx_id.get_version_num(), 4);
+            assert_eq!(b.tx_id.get_version_num(), 7);
+            assert_eq!(
+                Transaction {
+                    tx_id: b.tx_id,
+                    ..a
+                },
+                b,
+                "{i}"
+            );
+        }
     }
 
     #[test]

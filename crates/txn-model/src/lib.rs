@@ -9,6 +9,6 @@ pub mod generator;
 pub mod transaction;
 pub mod users;
 
-pub use generator::Generator;
+pub use generator::{Generator, TxIds};
 pub use transaction::{Currency, DecodeError, Transaction};
 pub use users::{Users, UsersError, load_users};

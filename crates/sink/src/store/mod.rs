@@ -473,7 +473,7 @@ mod tests {
     #[test]
     fn the_shipped_schema_has_the_seed_columns() {
         for col in [
-            "tx_id VARCHAR PRIMARY KEY",
+            "tx_id VARCHAR COLLATE \"C\" PRIMARY KEY",
             "user_id VARCHAR NOT NULL",
             "amount DECIMAL(10,2) NOT NULL",
             "currency VARCHAR(3) NOT NULL",
