@@ -135,6 +135,75 @@ async fn producer_dry_run_prints_json_lines_without_kafka() -> anyhow::Result<()
     Ok(())
 }
 
+#[tokio::test]
+async fn users_generate_writes_monthly_files_the_producer_reads_and_never_overwrites()
+-> anyhow::Result<()> {
+    let mut stack = stack();
+    stack.bootstrap = "127.0.0.1:1".into(); // no Kafka needed
+    let dir = tempfile::tempdir()?;
+    let out_dir = dir.path().join("users");
+    let generate = |extra: &[&str]| {
+        let mut cmd = command("producer", &stack);
+        cmd.args(["users", "generate", "--from", "2025-01", "--to", "2025-03"])
+            .args(["--per-month", "40", "--seed", "5", "--out"])
+            .arg(&out_dir)
+            .args(extra);
+        async move { anyhow::Ok(tokio::time::timeout(Duration::from_secs(60), cmd.output()).await??) }
+    };
+    let out = generate(&[]).await?;
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{text}");
+    let log = json_log(&out.stderr)?;
+    assert_eq!(events(&log, "written").len(), 3, "{text}");
+    let users = txn_model::load_users(&out_dir)?;
+    assert_eq!(users.ids.len(), 120);
+    assert_eq!(users.files.len(), 3);
+    let first = std::fs::read(out_dir.join("users_2025_02.csv"))?;
+
+    // again without --force: refused, one line naming the file and the fix, nothing written
+    std::fs::remove_file(out_dir.join("users_2025_03.csv"))?;
+    let out = generate(&[]).await?;
+    assert_eq!(out.status.code(), Some(1));
+    let log = json_log(&out.stderr)?;
+    let errors = events(&log, "error");
+    assert_eq!(errors.len(), 1, "{log:?}");
+    let message = errors[0]["message"].as_str().unwrap_or_default().to_owned();
+    assert!(
+        message.contains("users_2025_01.csv exists already") && message.contains("--force"),
+        "{message}"
+    );
+    assert!(
+        !out_dir.join("users_2025_03.csv").exists(),
+        "all or nothing"
+    );
+    // with --force: the same seed writes the same files
+    let out = generate(&["--force"]).await?;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(std::fs::read(out_dir.join("users_2025_02.csv"))?, first);
+
+    // the producer's transactions come from exactly those users
+    let out = command("producer", &stack)
+        .args(["--dry-run", "--count", "200", "--rate", "0", "--users"])
+        .arg(&out_dir)
+        .output();
+    let out = tokio::time::timeout(Duration::from_secs(60), out).await??;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let known: std::collections::HashSet<_> = users.ids.into_iter().collect();
+    for line in String::from_utf8(out.stdout)?.lines() {
+        let t = txn_model::Transaction::from_json(line.as_bytes())?;
+        assert!(known.contains(&t.user_id), "{line}");
+    }
+    Ok(())
+}
+
 /// Waits until a session of the sink waits on a lock (its write is blocked).
 async fn wait_for_blocked_write(db: &tokio_postgres::Client) -> anyhow::Result<()> {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);

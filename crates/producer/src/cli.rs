@@ -11,6 +11,10 @@ use crate::config::{Compression, Pace, ProducerConfig, TxIdKind};
 #[derive(Debug, Parser)]
 #[command(name = "producer", version, about)]
 pub struct Args {
+    /// Instead of publishing: a tool (`producer users generate`).
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
     #[command(flatten)]
     pub kafka: txn_runtime::kafka::KafkaArgs,
 
@@ -70,6 +74,76 @@ pub struct Args {
     /// Extra librdkafka property, KEY=VALUE (repeatable; env: comma-separated).
     #[arg(short = 'K', long = "kafka-option", env = "PRODUCER_KAFKA_OPTIONS", value_delimiter = ',', hide_env_values = true, value_parser = txn_runtime::key_value)]
     pub kafka_options: Vec<(String, String)>,
+}
+
+/// The producer's tools.
+#[derive(Debug, clap::Subcommand)]
+pub enum Command {
+    /// The batch side's user-registration files.
+    #[command(subcommand)]
+    Users(UsersCommand),
+}
+
+/// `producer users …`.
+#[derive(Debug, clap::Subcommand)]
+pub enum UsersCommand {
+    /// Writes monthly user-registration CSV files (users_YYYY_MM.csv: user_id, first_name,
+    /// last_name, email, registration_date, country), the files the producer reads.
+    Generate(GenerateUsers),
+}
+
+/// `producer users generate`.
+#[derive(Debug, clap::Args)]
+pub struct GenerateUsers {
+    /// First month, YYYY-MM.
+    #[arg(long, env = "USERS_FROM", value_parser = txn_model::registrations::parse_month)]
+    pub from: chrono::NaiveDate,
+    /// Last month, YYYY-MM (included).
+    #[arg(long, env = "USERS_TO", value_parser = txn_model::registrations::parse_month)]
+    pub to: chrono::NaiveDate,
+    /// Users who register in each month.
+    #[arg(long, env = "USERS_PER_MONTH", default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=10_000_000))]
+    pub per_month: u32,
+    /// Directory to write the files to (created when missing).
+    #[arg(long, env = "USERS_OUT", default_value = "data/users")]
+    pub out: PathBuf,
+    /// Seed: the same seed gives the same file for a month, whatever the range.
+    #[arg(long, env = "USERS_SEED")]
+    pub seed: Option<u64>,
+    /// Replace files that exist already (they are refused otherwise).
+    #[arg(long, env = "USERS_FORCE")]
+    pub force: bool,
+}
+
+impl GenerateUsers {
+    /// Writes the files; returns them with their row counts.
+    ///
+    /// # Errors
+    /// A bad range, a file that exists (without `--force`), or a failed write.
+    pub fn run(
+        &self,
+    ) -> Result<Vec<(PathBuf, usize)>, txn_model::registrations::RegistrationsError> {
+        use txn_model::registrations as r;
+        let months = r::months(self.from, self.to)?;
+        if !self.force {
+            // all or nothing: no file is written when one of them would be refused
+            if let Some(m) = months
+                .iter()
+                .find(|m| self.out.join(r::file_name(**m)).exists())
+            {
+                return Err(r::RegistrationsError::Exists(
+                    self.out.join(r::file_name(*m)),
+                ));
+            }
+        }
+        months
+            .into_iter()
+            .map(|m| {
+                let rows = r::registrations(m, self.per_month as usize, self.seed);
+                r::write_month(&self.out, m, &rows, self.force).map(|p| (p, rows.len()))
+            })
+            .collect()
+    }
 }
 
 impl Args {

@@ -11,6 +11,28 @@ async fn main() -> ExitCode {
     let args = producer::cli::Args::parse();
     txn_runtime::init_logging(args.log.log_format);
     env_file.log();
+    if let Some(producer::cli::Command::Users(producer::cli::UsersCommand::Generate(g))) =
+        &args.command
+    {
+        return match g.run() {
+            Ok(files) => {
+                for (path, rows) in &files {
+                    tracing::info!(event = "written", file = %path.display(), rows, "wrote user registrations");
+                }
+                tracing::info!(
+                    event = "report",
+                    files = files.len(),
+                    "done: point --users / USERS_CSV_PATH at {}",
+                    g.out.display()
+                );
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                tracing::error!(event = "error", "{e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let Some(config) = txn_runtime::effective(args.into_config()) else {
         return ExitCode::from(2);
     };

@@ -6,6 +6,7 @@
 //! - [`generator`]: the realistic, seedable fake-transaction generator.
 
 pub mod generator;
+pub mod registrations;
 pub mod transaction;
 pub mod users;
 
