@@ -9,7 +9,12 @@ use crate::config::{Compression, Pace, ProducerConfig, TxIdKind};
 
 /// Publishes realistic fake financial transactions to Kafka.
 #[derive(Debug, Parser)]
-#[command(name = "producer", version, about)]
+#[command(
+    name = "producer",
+    version,
+    about,
+    args_conflicts_with_subcommands = true
+)]
 pub struct Args {
     /// Instead of publishing: a tool (`producer users generate`).
     #[command(subcommand)]
@@ -52,6 +57,11 @@ pub struct Args {
     /// the table grows; see docs/SCALING.md) or v4 (random).
     #[arg(long, env = "PRODUCER_TX_IDS", value_enum, default_value_t = TxIdKind::V7)]
     pub tx_ids: TxIdKind,
+
+    /// Share (0 to 1) of a user's transactions paid in a currency other than the one of
+    /// the user's country (users files with a country column; see README).
+    #[arg(long, env = "PRODUCER_FOREIGN_SHARE", default_value_t = txn_model::generator::DEFAULT_FOREIGN_SHARE, value_parser = share)]
+    pub foreign_share: f64,
 
     /// Print JSON lines to stdout instead of publishing (no Kafka needed).
     #[arg(long, env = "PRODUCER_DRY_RUN")]
@@ -102,7 +112,7 @@ pub struct GenerateUsers {
     #[arg(long, env = "USERS_TO", value_parser = txn_model::registrations::parse_month)]
     pub to: chrono::NaiveDate,
     /// Users who register in each month.
-    #[arg(long, env = "USERS_PER_MONTH", default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=10_000_000))]
+    #[arg(long, env = "USERS_PER_MONTH", default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub per_month: u32,
     /// Directory to write the files to (created when missing).
     #[arg(long, env = "USERS_OUT", default_value = "data/users")]
@@ -136,12 +146,18 @@ impl GenerateUsers {
                 ));
             }
         }
-        months
+        // every month written in full under a temporary name first: a failure part way
+        // leaves none of them
+        let written = months
             .into_iter()
             .map(|m| {
                 let rows = r::registrations(m, self.per_month as usize, self.seed);
-                r::write_month(&self.out, m, &rows, self.force).map(|p| (p, rows.len()))
+                r::write_month(&self.out, m, &rows).map(|w| (w, rows.len()))
             })
+            .collect::<Result<Vec<_>, _>>()?;
+        written
+            .into_iter()
+            .map(|(w, rows)| w.publish(self.force).map(|p| (p, rows)))
             .collect()
     }
 }
@@ -167,6 +183,7 @@ impl Args {
             count: self.count,
             seed: self.seed,
             tx_ids: self.tx_ids,
+            foreign_share: self.foreign_share,
             dry_run: self.dry_run,
             delivery_timeout: Duration::from_secs(self.delivery_timeout),
             max_in_flight: self.max_in_flight,
@@ -189,6 +206,13 @@ fn positive_secs(s: &str) -> Result<f64, String> {
     }
 }
 
+fn share(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if (0.0..=1.0).contains(&v) => Ok(v),
+        _ => Err(format!("{s:?} is not a share: a number from 0 to 1")),
+    }
+}
+
 fn in_flight(s: &str) -> Result<usize, String> {
     match s.parse::<usize>() {
         Ok(v) if v >= 1 => Ok(v),
@@ -208,6 +232,32 @@ fn non_negative(s: &str) -> Result<f64, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn users_generate_parses_alone_and_refuses_the_publishing_flags() {
+        let generate = ["users", "generate", "--from", "2025-01", "--to", "2025-03"];
+        let args = Args::try_parse_from(std::iter::once("producer").chain(generate)).unwrap();
+        let Some(Command::Users(UsersCommand::Generate(g))) = args.command else {
+            panic!("no subcommand");
+        };
+        assert_eq!((g.per_month, g.force), (100, false));
+        assert_eq!(g.out, PathBuf::from("data/users"));
+        // a publishing flag would be silently ignored (an unseeded run for --seed): refused
+        let with_seed = ["producer", "--seed", "5"].into_iter().chain(generate);
+        assert!(Args::try_parse_from(with_seed).is_err());
+        for bad in [
+            ["--per-month", "0"],
+            ["--per-month", "1000001"],
+            ["--from", "2025-1"],
+        ] {
+            assert!(
+                Args::try_parse_from(std::iter::once("producer").chain(generate).chain(bad))
+                    .is_err(),
+                "{bad:?}"
+            );
+        }
+        assert!(share("1.5").is_err() && share("-0.1").is_err() && share("0.25") == Ok(0.25));
+    }
 
     fn parse(args: &[&str]) -> Result<ProducerConfig, clap::Error> {
         Args::try_parse_from(std::iter::once("producer").chain(args.iter().copied()))

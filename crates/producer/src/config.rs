@@ -90,6 +90,8 @@ pub struct ProducerConfig {
     pub seed: Option<u64>,
     /// Random or time-ordered `tx_id`s.
     pub tx_ids: TxIdKind,
+    /// Share of a user's transactions paid in a currency other than its country's.
+    pub foreign_share: f64,
     /// Write JSON lines to stdout instead of Kafka.
     pub dry_run: bool,
     /// How long the broker has to acknowledge a message before it counts as failed.
@@ -119,6 +121,7 @@ impl Default for ProducerConfig {
             count: None,
             seed: None,
             tx_ids: TxIdKind::default(),
+            foreign_share: txn_model::generator::DEFAULT_FOREIGN_SHARE,
             dry_run: false,
             delivery_timeout: Duration::from_secs(60),
             connect_timeout: Duration::from_secs(15),

@@ -114,7 +114,9 @@ pub async fn run_with(
         path = %config.users_path.display(),
         "loaded users"
     );
-    let mut generator = Generator::new(users.ids, config.seed)?.with_tx_ids(config.tx_ids.into());
+    let mut generator = Generator::for_users(&users, config.seed)?
+        .with_tx_ids(config.tx_ids.into())
+        .with_foreign_share(config.foreign_share);
     if config.dry_run {
         return dry_run(&config, &mut generator, &shutdown).await;
     }

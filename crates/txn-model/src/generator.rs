@@ -1,12 +1,16 @@
 //! The fake-transaction generator: realistic rather than uniform.
 //!
-//! - A category is drawn by weight (groceries and restaurants are common, travel rare), then
-//!   a merchant from that category's table of real merchant names, so a merchant always
-//!   matches its category.
+//! - A user is drawn by activity, and each user has a profile ([`crate::profile`]): home
+//!   currency from the users file's `country`, spending level, category preferences.
+//! - A category is drawn by the category's weight times the user's preference (groceries
+//!   and restaurants are common, travel rare), then a merchant from that category's table
+//!   of real merchant names, so a merchant always matches its category.
 //! - Amounts are log-normal per category (many small payments, a long tail of large ones),
-//!   drawn in US dollars, converted at a fixed rate and rounded to the currency's minor unit
-//!   (cents; whole yen).
-//! - Currencies follow a weighted mix dominated by USD.
+//!   times the user's spending level, drawn in US dollars, converted at a fixed rate and
+//!   rounded to the currency's minor unit (cents; whole yen).
+//! - A user with a country pays in its home currency but for a small share
+//!   ([`DEFAULT_FOREIGN_SHARE`]) drawn from the mix; without one, currencies follow a
+//!   weighted mix dominated by USD.
 //! - `processing_time_ms` is log-normal around 120 ms, clamped to 15 ms to 5 s.
 //!
 //! # Reproducibility
@@ -37,7 +41,11 @@ use rand_distr::LogNormal;
 use rust_decimal::{Decimal, RoundingStrategy};
 use uuid::Uuid;
 
+use crate::profile::Profile;
 use crate::transaction::{Currency, MAX_AMOUNT, SOURCE_SYSTEM, TRANSACTION_TYPE, Transaction};
+
+/// Share of a user's transactions paid in a currency other than the home one, by default.
+pub const DEFAULT_FOREIGN_SHARE: f64 = 0.1;
 
 /// One merchant category: its relative frequency, its merchants and its amount distribution.
 #[derive(Debug)]
@@ -245,7 +253,12 @@ pub struct Generator {
     rng: StdRng,
     tx_ids: TxIds,
     users: Vec<Uuid>,
-    category: WeightedIndex<u32>,
+    /// Each user's profile, in the order of `users`.
+    profiles: Vec<Profile>,
+    /// Draws a user by activity.
+    pick: WeightedIndex<f64>,
+    /// Share of a user with a home currency's transactions paid in another.
+    foreign_share: f64,
     currency: WeightedIndex<u32>,
     amounts: Vec<LogNormal<f64>>,
     processing: LogNormal<f64>,
@@ -276,17 +289,46 @@ impl Generator {
     /// # Errors
     /// [`GeneratorError::NoUsers`] when `users` is empty.
     pub fn new(users: Vec<Uuid>, seed: Option<u64>) -> Result<Generator, GeneratorError> {
+        let countries = vec![None; users.len()];
+        Generator::build(users, &countries, seed)
+    }
+
+    /// A generator over the users of a users file, their profiles made from their
+    /// attributes (see [`crate::profile`]).
+    ///
+    /// # Errors
+    /// [`GeneratorError::NoUsers`] when there is none.
+    pub fn for_users(users: &crate::Users, seed: Option<u64>) -> Result<Generator, GeneratorError> {
+        let countries: Vec<Option<&str>> = users
+            .ids
+            .iter()
+            .enumerate()
+            .map(|(i, _)| users.attributes.get(i).and_then(|a| a.country.as_deref()))
+            .collect();
+        Generator::build(users.ids.clone(), &countries, seed)
+    }
+
+    fn build(
+        users: Vec<Uuid>,
+        countries: &[Option<&str>],
+        seed: Option<u64>,
+    ) -> Result<Generator, GeneratorError> {
         if users.is_empty() {
             return Err(GeneratorError::NoUsers);
         }
+        let profiles: Vec<Profile> = users
+            .iter()
+            .zip(countries)
+            .map(|(id, country)| Profile::of(*id, *country))
+            .collect();
+        // Invariant: log-normal activities are finite and positive.
+        let pick = WeightedIndex::new(profiles.iter().map(|p| p.activity)).expect("activities");
         let rng = match seed {
             Some(seed) => StdRng::seed_from_u64(seed),
             None => rand::make_rng(),
         };
         // Invariant: the tables are non-empty constants with positive weights and
         // finite, positive parameters, so these constructors cannot fail.
-        let category =
-            WeightedIndex::new(CATEGORIES.iter().map(|c| c.weight)).expect("category weights");
         let currency =
             WeightedIndex::new(CURRENCIES.iter().map(|c| c.weight)).expect("currency weights");
         let amounts = CATEGORIES
@@ -299,11 +341,26 @@ impl Generator {
             rng,
             tx_ids: TxIds::V4,
             users,
-            category,
+            profiles,
+            pick,
+            foreign_share: DEFAULT_FOREIGN_SHARE,
             currency,
             amounts,
             processing,
         })
+    }
+
+    /// The same generator, with this share (0 to 1) of a user's transactions paid in a
+    /// currency other than the home one.
+    #[must_use]
+    pub fn with_foreign_share(mut self, share: f64) -> Generator {
+        self.foreign_share = share.clamp(0.0, 1.0);
+        self
+    }
+
+    /// The profile of each user, in the order given.
+    pub fn profiles(&self) -> &[Profile] {
+        &self.profiles
     }
 
     /// The same generator, making `tx_id`s of this kind.
@@ -330,12 +387,24 @@ impl Generator {
                     .into_uuid()
             }
         };
-        let user_id = self.users[rng.random_range(0..self.users.len())];
-        let ci = self.category.sample(rng);
+        let u = self.pick.sample(rng);
+        let (user_id, profile) = (self.users[u], &self.profiles[u]);
+        let ci = profile.category(rng.random::<f64>());
         let category = &CATEGORIES[ci];
         let merchant = category.merchants[rng.random_range(0..category.merchants.len())];
-        let currency = &CURRENCIES[self.currency.sample(rng)];
-        let usd = self.amounts[ci].sample(rng);
+        let currency = match profile.home {
+            Some(home) if rng.random::<f64>() >= self.foreign_share => home,
+            // abroad: the global mix without the home currency (it holds seven)
+            Some(home) => loop {
+                let c = self.currency.sample(rng);
+                if c != home {
+                    break c;
+                }
+            },
+            None => self.currency.sample(rng),
+        };
+        let currency = &CURRENCIES[currency];
+        let usd = self.amounts[ci].sample(rng) * profile.spend;
         let amount = to_amount(usd * currency.per_usd, currency.minor_unit);
         let processing_time_ms = self
             .processing
@@ -460,6 +529,144 @@ mod tests {
                 "{i}"
             );
         }
+    }
+
+    /// Users of these countries (in turn), as a users file gives them.
+    fn users_of(countries: &[&str], n: usize) -> crate::Users {
+        let ids = users(n);
+        crate::Users {
+            attributes: (0..n)
+                .map(|i| crate::UserAttributes {
+                    country: Some(countries[i % countries.len()].to_owned()),
+                    registered: None,
+                })
+                .collect(),
+            ids,
+            files: vec![],
+            skipped: vec![],
+            duplicates: 0,
+        }
+    }
+
+    #[test]
+    fn a_user_pays_in_the_home_currency_but_for_the_foreign_share() {
+        let list = users_of(&["DE", "GB", "JP", "BR"], 40);
+        let mut g = Generator::for_users(&list, Some(5))
+            .unwrap()
+            .with_foreign_share(0.1);
+        let n = 40_000;
+        let (mut home, mut foreign_currencies) = (0, std::collections::HashSet::new());
+        for _ in 0..n {
+            let tx = g.next_at(at());
+            let i = list.ids.iter().position(|u| *u == tx.user_id).unwrap();
+            let expected =
+                crate::profile::home_currency(list.attributes[i].country.as_deref().unwrap());
+            if tx.currency.as_str() == expected {
+                home += 1;
+            } else {
+                foreign_currencies.insert(tx.currency.to_string());
+            }
+        }
+        // 90 % at home, within four standard deviations of a binomial count
+        let sd = (f64::from(n) * 0.9 * 0.1).sqrt();
+        assert!(
+            (f64::from(home) - 0.9 * f64::from(n)).abs() < 4.0 * sd,
+            "{home} of {n}"
+        );
+        assert!(foreign_currencies.len() >= 5, "{foreign_currencies:?}");
+        // no foreign share: always at home
+        let mut g = Generator::for_users(&list, Some(5))
+            .unwrap()
+            .with_foreign_share(0.0);
+        for _ in 0..2_000 {
+            let tx = g.next_at(at());
+            let i = list.ids.iter().position(|u| *u == tx.user_id).unwrap();
+            let c = list.attributes[i].country.as_deref().unwrap();
+            assert_eq!(tx.currency.as_str(), crate::profile::home_currency(c));
+        }
+    }
+
+    #[test]
+    fn categories_follow_the_users_preferences_chi_square() {
+        let mut g = Generator::new(users(200), Some(21)).unwrap();
+        let profiles = g.profiles().to_vec();
+        let activity: f64 = profiles.iter().map(|p| p.activity).sum();
+        let mut expected = [0.0; CATEGORIES.len()];
+        for p in &profiles {
+            for (e, s) in expected.iter_mut().zip(p.category_shares()) {
+                *e += p.activity / activity * s;
+            }
+        }
+        let n = 50_000;
+        let mut seen = [0u32; CATEGORIES.len()];
+        for _ in 0..n {
+            let tx = g.next_at(at());
+            seen[CATEGORIES
+                .iter()
+                .position(|c| c.name == tx.category)
+                .unwrap()] += 1;
+        }
+        let chi2: f64 = seen
+            .iter()
+            .zip(expected)
+            .map(|(o, e)| (f64::from(*o) - e * f64::from(n)).powi(2) / (e * f64::from(n)))
+            .sum();
+        // 9 degrees of freedom: 27.88 is exceeded by chance once in a thousand
+        assert!(
+            chi2 < 27.88,
+            "chi-square {chi2:.1}: {seen:?} vs {expected:?}"
+        );
+        // and the users' preferences average out near the categories' own weights
+        let total: u32 = CATEGORIES.iter().map(|c| c.weight).sum();
+        for (c, e) in CATEGORIES.iter().zip(expected) {
+            let base = f64::from(c.weight) / f64::from(total);
+            assert!(
+                (e / base - 1.0).abs() < 0.35,
+                "{}: {e:.3} vs {base:.3}",
+                c.name
+            );
+        }
+    }
+
+    #[test]
+    fn a_users_amounts_follow_its_spending_level() {
+        let list = users_of(&["US"], 300);
+        let g = Generator::for_users(&list, Some(2)).unwrap();
+        let by_spend = |pick: fn(f64, f64) -> bool| {
+            let mut best = 0;
+            for (i, p) in g.profiles().iter().enumerate() {
+                if pick(p.spend, g.profiles()[best].spend) {
+                    best = i;
+                }
+            }
+            best
+        };
+        let (low, high) = (by_spend(|a, b| a < b), by_spend(|a, b| a > b));
+        let median = |u: usize| {
+            let one = crate::Users {
+                ids: vec![list.ids[u]],
+                attributes: vec![list.attributes[u].clone()],
+                files: vec![],
+                skipped: vec![],
+                duplicates: 0,
+            };
+            let mut g = Generator::for_users(&one, Some(3)).unwrap();
+            let mut groceries: Vec<f64> = (0..20_000)
+                .map(|_| g.next_at(at()))
+                .filter(|t| t.category == "groceries")
+                .map(|t| t.amount.to_string().parse::<f64>().unwrap())
+                .collect();
+            groceries.sort_by(f64::total_cmp);
+            groceries[groceries.len() / 2]
+        };
+        let (p_low, p_high) = (&g.profiles()[low], &g.profiles()[high]);
+        let ratio = median(high) / median(low);
+        let expected = p_high.spend / p_low.spend;
+        assert!(expected > 3.0, "{expected}");
+        assert!(
+            (ratio / expected - 1.0).abs() < 0.2,
+            "{ratio} vs {expected}"
+        );
     }
 
     #[test]

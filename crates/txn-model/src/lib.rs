@@ -6,10 +6,11 @@
 //! - [`generator`]: the realistic, seedable fake-transaction generator.
 
 pub mod generator;
+pub mod profile;
 pub mod registrations;
 pub mod transaction;
 pub mod users;
 
 pub use generator::{Generator, TxIds};
 pub use transaction::{Currency, DecodeError, Transaction};
-pub use users::{Users, UsersError, load_users};
+pub use users::{UserAttributes, Users, UsersError, load_users};

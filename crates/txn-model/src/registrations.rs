@@ -146,6 +146,9 @@ pub enum RegistrationsError {
         /// The last month.
         to: String,
     },
+    /// More months than one run writes.
+    #[error("{0} months from --from to --to: at most {MAX_MONTHS} at a time")]
+    TooMany(usize),
     /// A month's file exists already.
     #[error("{0} exists already: choose another --out directory, or pass --force to replace it")]
     Exists(PathBuf),
@@ -159,14 +162,22 @@ pub enum RegistrationsError {
     },
 }
 
+/// Most months one run writes (their files are open until all are written).
+pub const MAX_MONTHS: usize = 240;
+
 /// Parses a month written `YYYY-MM` into its first day.
 ///
 /// # Errors
 /// A one-line message naming the expected form.
 pub fn parse_month(s: &str) -> Result<NaiveDate, String> {
-    NaiveDate::parse_from_str(&format!("{s}-01"), "%Y-%m-%d")
-        .ok()
-        .filter(|_| s.len() == 7)
+    let b = s.as_bytes();
+    let form = b.len() == 7
+        && b[4] == b'-'
+        && b.iter()
+            .enumerate()
+            .all(|(i, c)| i == 4 || c.is_ascii_digit());
+    form.then(|| NaiveDate::parse_from_str(&format!("{s}-01"), "%Y-%m-%d").ok())
+        .flatten()
         .ok_or_else(|| format!("{s:?} is not a month: write it YYYY-MM, e.g. 2025-01"))
 }
 
@@ -182,11 +193,16 @@ pub fn months(from: NaiveDate, to: NaiveDate) -> Result<Vec<NaiveDate>, Registra
             to: to.format("%Y-%m").to_string(),
         });
     }
-    Ok(
+    let months: Vec<NaiveDate> =
         std::iter::successors(Some(from), |m| m.checked_add_months(chrono::Months::new(1)))
             .take_while(|m| *m <= to)
-            .collect(),
-    )
+            .take(MAX_MONTHS + 1)
+            .collect();
+    if months.len() > MAX_MONTHS {
+        let span = (to.year() - from.year()) * 12 + to.month() as i32 - from.month() as i32 + 1;
+        return Err(RegistrationsError::TooMany(span as usize));
+    }
+    Ok(months)
 }
 
 fn first_day(d: NaiveDate) -> NaiveDate {
@@ -267,27 +283,64 @@ fn ascii_part(name: &str) -> String {
     if part.is_empty() { "user".into() } else { part }
 }
 
-/// Writes `rows` as `dir/users_YYYY_MM.csv` (the header, then one line per row); an
-/// existing file is replaced only with `replace`. Returns the file written.
+/// A month's file written in full under a temporary name beside its final one; it gets its
+/// name when [`Written::publish`] is called (and is removed if it never is), so a failed
+/// run never leaves a truncated file, nor one of a range that failed part way.
+#[derive(Debug)]
+pub struct Written {
+    file: tempfile::NamedTempFile,
+    path: PathBuf,
+}
+
+impl Written {
+    /// Gives the file its name: replacing an existing file only with `replace` (checked
+    /// and renamed in one step: a file that appeared meanwhile is not overwritten).
+    ///
+    /// # Errors
+    /// [`RegistrationsError::Exists`], or the rename's error.
+    pub fn publish(self, replace: bool) -> Result<PathBuf, RegistrationsError> {
+        let path = self.path;
+        let done = if replace {
+            self.file.persist(&path).map(|_| ())
+        } else {
+            self.file.persist_noclobber(&path).map(|_| ())
+        };
+        match done {
+            Ok(()) => Ok(path),
+            Err(e) if e.error.kind() == std::io::ErrorKind::AlreadyExists => {
+                Err(RegistrationsError::Exists(path))
+            }
+            Err(e) => Err(RegistrationsError::Write {
+                path,
+                source: e.error.into(),
+            }),
+        }
+    }
+}
+
+/// Writes `rows` as the file `dir/users_YYYY_MM.csv` will hold (the header, then one line
+/// per row), under a temporary name until [`Written::publish`]. The directory is created
+/// when missing.
 ///
 /// # Errors
-/// [`RegistrationsError::Exists`] or [`RegistrationsError::Write`].
+/// [`RegistrationsError::Write`].
 pub fn write_month(
     dir: &Path,
     month: NaiveDate,
     rows: &[Registration],
-    replace: bool,
-) -> Result<PathBuf, RegistrationsError> {
+) -> Result<Written, RegistrationsError> {
     let path = dir.join(file_name(month));
-    if !replace && path.exists() {
-        return Err(RegistrationsError::Exists(path));
-    }
     let failed = |source: csv::Error| RegistrationsError::Write {
         path: path.clone(),
         source,
     };
     std::fs::create_dir_all(dir).map_err(|e| failed(e.into()))?;
-    let mut w = csv::Writer::from_path(&path).map_err(failed)?;
+    let file = tempfile::Builder::new()
+        .prefix(".users-")
+        .suffix(".csv.tmp")
+        .tempfile_in(dir)
+        .map_err(|e| failed(e.into()))?;
+    let mut w = csv::Writer::from_writer(file.as_file());
     w.write_record(HEADER).map_err(failed)?;
     for r in rows {
         w.write_record([
@@ -301,7 +354,9 @@ pub fn write_month(
         .map_err(failed)?;
     }
     w.flush().map_err(|e| failed(e.into()))?;
-    Ok(path)
+    drop(w);
+    file.as_file().sync_all().map_err(|e| failed(e.into()))?;
+    Ok(Written { file, path })
 }
 
 #[cfg(test)]
@@ -319,7 +374,18 @@ mod tests {
             month("2025-01"),
             NaiveDate::from_ymd_opt(2025, 1, 1).unwrap()
         );
-        for bad in ["2025-13", "2025-1", "25-01", "2025/01", "2025-01-05", ""] {
+        for bad in [
+            "2025-13",
+            "2025-1",
+            "25-01",
+            "2025/01",
+            "2025-01-05",
+            "",
+            " 2025-1",
+            "+2025-1",
+            "-999-01",
+            "2025-00",
+        ] {
             assert!(parse_month(bad).is_err(), "{bad}");
         }
         let m = months(month("2024-11"), month("2025-02")).unwrap();
@@ -333,6 +399,12 @@ mod tests {
             ]
         );
         assert_eq!(months(month("2025-03"), month("2025-03")).unwrap().len(), 1);
+        assert_eq!(
+            months(month("2000-01"), month("2019-12")).unwrap().len(),
+            240
+        );
+        let e = months(month("2000-01"), month("2099-12")).unwrap_err();
+        assert!(e.to_string().starts_with("1200 months"), "{e}");
         let e = months(month("2025-03"), month("2025-01")).unwrap_err();
         assert!(
             e.to_string()
@@ -402,7 +474,10 @@ mod tests {
         let mut all = Vec::new();
         for m in months(month("2025-01"), month("2025-03")).unwrap() {
             let rows = registrations(m, 50, Some(1));
-            write_month(dir.path(), m, &rows, false).unwrap();
+            let written = write_month(dir.path(), m, &rows).unwrap();
+            // not there under its name until published
+            assert!(!dir.path().join(file_name(m)).exists());
+            written.publish(false).unwrap();
             all.extend(rows.iter().map(|r| r.user_id));
         }
         let text = std::fs::read_to_string(dir.path().join("users_2025_02.csv")).unwrap();
@@ -410,14 +485,26 @@ mod tests {
         let users = crate::load_users(dir.path()).unwrap();
         assert_eq!(users.ids, all);
         assert!(users.skipped.is_empty());
-        // an existing month is not replaced unless asked
+        // an existing month is not replaced unless asked; an unpublished one leaves nothing
         let m = month("2025-02");
-        let e = write_month(dir.path(), m, &[], false).unwrap_err();
+        let e = write_month(dir.path(), m, &[])
+            .unwrap()
+            .publish(false)
+            .unwrap_err();
         assert!(
             e.to_string().contains("users_2025_02.csv exists already"),
             "{e}"
         );
-        write_month(dir.path(), m, &[], true).unwrap();
+        drop(write_month(dir.path(), m, &[]).unwrap());
+        assert_eq!(
+            std::fs::read_dir(dir.path()).unwrap().count(),
+            3,
+            "no temporary file left"
+        );
+        write_month(dir.path(), m, &[])
+            .unwrap()
+            .publish(true)
+            .unwrap();
         assert_eq!(crate::load_users(dir.path()).unwrap().ids.len(), 100);
     }
 }

@@ -6,6 +6,9 @@
 //! any position, and every other column is ignored. A UTF-8 byte-order mark is tolerated.
 //! Duplicate ids are kept once (first occurrence wins, so the order is stable). Rows whose
 //! `user_id` is empty or not a UUID are skipped and reported together in [`Users::skipped`].
+//! The optional `country` and `registration_date` columns, found the same way, give each
+//! user's [`UserAttributes`] (a value that is not a two-letter code or a `YYYY-MM-DD` date
+//! counts as absent).
 
 use std::collections::HashSet;
 use std::fmt;
@@ -18,12 +21,24 @@ use uuid::Uuid;
 pub struct Users {
     /// Distinct user ids, in order of first appearance.
     pub ids: Vec<Uuid>,
+    /// Their attributes, in the same order as `ids`.
+    pub attributes: Vec<UserAttributes>,
     /// Files read, in the order read.
     pub files: Vec<PathBuf>,
     /// Rows skipped as invalid.
     pub skipped: Vec<SkippedRow>,
     /// Rows whose id was already seen.
     pub duplicates: usize,
+}
+
+/// What a users file says about a user besides the id (each `None` when the file has no
+/// such column, or no valid value in it).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct UserAttributes {
+    /// ISO 3166-1 alpha-2 code, upper case.
+    pub country: Option<String>,
+    /// The day the user registered.
+    pub registered: Option<chrono::NaiveDate>,
 }
 
 /// A row that carried no usable user id.
@@ -132,6 +147,7 @@ pub fn load_users(path: &Path) -> Result<Users, UsersError> {
     };
     let mut users = Users {
         ids: Vec::new(),
+        attributes: Vec::new(),
         files: Vec::new(),
         skipped: Vec::new(),
         duplicates: 0,
@@ -183,11 +199,15 @@ fn read_file(path: &Path, users: &mut Users, seen: &mut HashSet<Uuid>) -> Result
         .from_path(path)
         .map_err(csv_err)?;
     let header = reader.headers().map_err(csv_err)?.clone();
-    let column = header.iter().position(|h| {
-        h.trim_start_matches('\u{feff}')
-            .trim()
-            .eq_ignore_ascii_case("user_id")
-    });
+    let named = |name: &str| {
+        header.iter().position(|h| {
+            h.trim_start_matches('\u{feff}')
+                .trim()
+                .eq_ignore_ascii_case(name)
+        })
+    };
+    let column = named("user_id");
+    let (country, registered) = (named("country"), named("registration_date"));
     let Some(column) = column else {
         let header = if header.is_empty() {
             "<empty file>".to_owned()
@@ -219,6 +239,17 @@ fn read_file(path: &Path, users: &mut Users, seen: &mut HashSet<Uuid>) -> Result
             Ok(id) => {
                 if seen.insert(id) {
                     users.ids.push(id);
+                    let country = country
+                        .and_then(|c| record.get(c))
+                        .filter(|c| c.len() == 2 && c.bytes().all(|b| b.is_ascii_alphabetic()))
+                        .map(str::to_ascii_uppercase);
+                    let registered = registered
+                        .and_then(|c| record.get(c))
+                        .and_then(|d| chrono::NaiveDate::parse_from_str(d, "%Y-%m-%d").ok());
+                    users.attributes.push(UserAttributes {
+                        country,
+                        registered,
+                    });
                 } else {
                     users.duplicates += 1;
                 }
