@@ -4,7 +4,7 @@
 # DRAIN_ROUNDS (2) rounds, every run from a quiet server into its own table, the order of
 # the variants the same in each round. Prints, per run: seconds from the sink's start to the
 # last offset committed, its peak RSS and CPU; with DRAIN_SAMPLE=1 also what the sink's
-# PostgreSQL sessions were doing (pg_stat_activity every 10 ms for 4 s from 1.5 s in).
+# PostgreSQL sessions were doing (pg_stat_activity every 10 ms for 4 s from 0.3 s in).
 #
 #   bench/drain_ab.sh "5000=--batch-size 5000" "20000=--batch-size 20000"
 #   bench/drain_ab.sh "queue2=" "queue64=-K queued.max.messages.kbytes=65536 -K fetch.max.bytes=52428800"
@@ -71,7 +71,7 @@ for round in $(seq "$ROUNDS"); do
     # shellcheck disable=SC2086
     /usr/bin/time -f "%M %U %S" -o "$OUT/sink.rss" "$bin" --topic "$T" --table "$table" --group-id "$table" $spec 2>"$OUT/sink.log" &
     SINK=$!
-    if [ "${DRAIN_SAMPLE:-0}" = 1 ]; then (sleep 1.5; sample >"$OUT/sample.txt") & SAMPLER=$!; fi
+    if [ "${DRAIN_SAMPLE:-0}" = 1 ]; then (sleep 0.3; sample >"$OUT/sample.txt") & SAMPLER=$!; fi
     waited=$($BIN/wait_rows --table "$table" --count "$N") || die "the drain did not finish: $(tail -1 "$OUT/sink.log")"
     stop_timed "$SINK"; SINK=
     read -r rss user sys <"$OUT/sink.rss"
