@@ -986,7 +986,8 @@ pub async fn heavy_test_slot() -> tokio::sync::MutexGuard<'static, ()> {
 /// by running the same generator with the same seed and users.
 pub fn seeded_tx_ids(seed: u64, count: u64) -> Result<Vec<uuid::Uuid>> {
     let users = txn_model::load_users(&users_dir())?;
-    let mut generator = txn_model::Generator::new(users.ids, Some(seed))?;
+    // as the producer builds it: the users' countries set their profiles' currencies
+    let mut generator = txn_model::Generator::for_users(&users, Some(seed))?;
     let now = chrono::Utc::now();
     Ok((0..count).map(|_| generator.next_at(now).tx_id).collect())
 }
