@@ -117,6 +117,8 @@ pub async fn run_with(
     let mut generator = Generator::for_users(&users, config.seed)?
         .with_tx_ids(config.tx_ids.into())
         .with_foreign_share(config.foreign_share);
+    // the generator holds what it needs of them
+    drop(users);
     if config.dry_run {
         return dry_run(&config, &mut generator, &shutdown).await;
     }

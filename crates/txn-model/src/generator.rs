@@ -260,6 +260,8 @@ pub struct Generator {
     /// Share of a user with a home currency's transactions paid in another.
     foreign_share: f64,
     currency: WeightedIndex<u32>,
+    /// For each home currency, the mix without it.
+    abroad: Vec<WeightedIndex<u32>>,
     amounts: Vec<LogNormal<f64>>,
     processing: LogNormal<f64>,
 }
@@ -331,6 +333,16 @@ impl Generator {
         // finite, positive parameters, so these constructors cannot fail.
         let currency =
             WeightedIndex::new(CURRENCIES.iter().map(|c| c.weight)).expect("currency weights");
+        // the mix holds several currencies, so each of these keeps a positive weight
+        let abroad = (0..CURRENCIES.len())
+            .map(|home| {
+                let weights = CURRENCIES
+                    .iter()
+                    .enumerate()
+                    .map(|(i, c)| if i == home { 0 } else { c.weight });
+                WeightedIndex::new(weights).expect("currency weights abroad")
+            })
+            .collect();
         let amounts = CATEGORIES
             .iter()
             .map(|c| LogNormal::new(c.median_usd.ln(), c.sigma).expect("amount distribution"))
@@ -345,6 +357,7 @@ impl Generator {
             pick,
             foreign_share: DEFAULT_FOREIGN_SHARE,
             currency,
+            abroad,
             amounts,
             processing,
         })
@@ -354,7 +367,11 @@ impl Generator {
     /// currency other than the home one.
     #[must_use]
     pub fn with_foreign_share(mut self, share: f64) -> Generator {
-        self.foreign_share = share.clamp(0.0, 1.0);
+        self.foreign_share = if share.is_nan() {
+            DEFAULT_FOREIGN_SHARE
+        } else {
+            share.clamp(0.0, 1.0)
+        };
         self
     }
 
@@ -394,13 +411,8 @@ impl Generator {
         let merchant = category.merchants[rng.random_range(0..category.merchants.len())];
         let currency = match profile.home {
             Some(home) if rng.random::<f64>() >= self.foreign_share => home,
-            // abroad: the global mix without the home currency (it holds seven)
-            Some(home) => loop {
-                let c = self.currency.sample(rng);
-                if c != home {
-                    break c;
-                }
-            },
+            // abroad: the global mix without the home currency
+            Some(home) => self.abroad[home].sample(rng),
             None => self.currency.sample(rng),
         };
         let currency = &CURRENCIES[currency];
@@ -626,6 +638,54 @@ mod tests {
                 c.name
             );
         }
+    }
+
+    #[test]
+    fn one_users_categories_follow_its_own_preferences_and_activity_picks_users() {
+        // a single user: its draws against its own shares (not the categories' weights)
+        let list = users(1);
+        let mut g = Generator::new(list, Some(4)).unwrap();
+        let shares = g.profiles()[0].category_shares();
+        let n = 30_000;
+        let mut seen = [0u32; CATEGORIES.len()];
+        for _ in 0..n {
+            let tx = g.next_at(at());
+            seen[CATEGORIES
+                .iter()
+                .position(|c| c.name == tx.category)
+                .unwrap()] += 1;
+        }
+        let chi2 = |seen: &[u32], p: &[f64]| -> f64 {
+            seen.iter()
+                .zip(p)
+                .map(|(o, e)| (f64::from(*o) - e * f64::from(n)).powi(2) / (e * f64::from(n)))
+                .sum()
+        };
+        assert!(chi2(&seen, &shares) < 27.88, "{seen:?} vs {shares:?}");
+        let total: u32 = CATEGORIES.iter().map(|c| c.weight).sum();
+        let base: Vec<f64> = CATEGORIES
+            .iter()
+            .map(|c| f64::from(c.weight) / f64::from(total))
+            .collect();
+        assert!(chi2(&seen, &base) > 100.0, "this user's preferences show");
+        // users are drawn in proportion to their activity
+        let list = users(20);
+        let mut g = Generator::new(list.clone(), Some(6)).unwrap();
+        let activity: Vec<f64> = g.profiles().iter().map(|p| p.activity).collect();
+        let sum: f64 = activity.iter().sum();
+        let mut drawn = vec![0u32; 20];
+        for _ in 0..n {
+            let tx = g.next_at(at());
+            drawn[list.iter().position(|u| *u == tx.user_id).unwrap()] += 1;
+        }
+        let p: Vec<f64> = activity.iter().map(|a| a / sum).collect();
+        // 19 degrees of freedom: 43.82 is exceeded by chance once in a thousand
+        assert!(chi2(&drawn, &p) < 43.82, "{drawn:?} vs {p:?}");
+        let (most, least) = (
+            drawn.iter().max().copied().unwrap(),
+            drawn.iter().min().copied().unwrap(),
+        );
+        assert!(most > 3 * least, "{drawn:?}");
     }
 
     #[test]
