@@ -255,8 +255,12 @@ pub struct Generator {
     users: Vec<Uuid>,
     /// Each user's profile, in the order of `users`.
     profiles: Vec<Profile>,
-    /// Draws a user by activity.
+    /// Draws a user by activity, among those registered by `pick_day`.
     pick: WeightedIndex<f64>,
+    /// Each user's registration day, in the order of `users` (empty: no user has one).
+    registered: Vec<Option<chrono::NaiveDate>>,
+    /// The day `pick` was made for (users who register later are left out until then).
+    pick_day: Option<chrono::NaiveDate>,
     /// Share of a user with a home currency's transactions paid in another.
     foreign_share: f64,
     currency: WeightedIndex<u32>,
@@ -282,6 +286,16 @@ pub enum GeneratorError {
     /// No user to attribute transactions to.
     #[error("the generator needs at least one user id")]
     NoUsers,
+    /// Every user registers after today.
+    #[error(
+        "no user has registered by {today}: the first registers on {first} (registration_date); add users registered by today"
+    )]
+    NoneRegistered {
+        /// Today (UTC).
+        today: chrono::NaiveDate,
+        /// The earliest registration.
+        first: chrono::NaiveDate,
+    },
 }
 
 impl Generator {
@@ -292,7 +306,7 @@ impl Generator {
     /// [`GeneratorError::NoUsers`] when `users` is empty.
     pub fn new(users: Vec<Uuid>, seed: Option<u64>) -> Result<Generator, GeneratorError> {
         let countries = vec![None; users.len()];
-        Generator::build(users, &countries, seed)
+        Generator::build(users, &countries, Vec::new(), seed)
     }
 
     /// A generator over the users of a users file, their profiles made from their
@@ -307,12 +321,21 @@ impl Generator {
             .enumerate()
             .map(|(i, _)| users.attributes.get(i).and_then(|a| a.country.as_deref()))
             .collect();
-        Generator::build(users.ids.clone(), &countries, seed)
+        let registered: Vec<Option<chrono::NaiveDate>> = (0..users.ids.len())
+            .map(|i| users.attributes.get(i).and_then(|a| a.registered))
+            .collect();
+        let registered = if registered.iter().any(Option::is_some) {
+            registered
+        } else {
+            Vec::new()
+        };
+        Generator::build(users.ids.clone(), &countries, registered, seed)
     }
 
     fn build(
         users: Vec<Uuid>,
         countries: &[Option<&str>],
+        registered: Vec<Option<chrono::NaiveDate>>,
         seed: Option<u64>,
     ) -> Result<Generator, GeneratorError> {
         if users.is_empty() {
@@ -323,8 +346,20 @@ impl Generator {
             .zip(countries)
             .map(|(id, country)| Profile::of(*id, *country))
             .collect();
-        // Invariant: log-normal activities are finite and positive.
-        let pick = WeightedIndex::new(profiles.iter().map(|p| p.activity)).expect("activities");
+        let today = Utc::now().date_naive();
+        let (pick, pick_day) = if registered.is_empty() {
+            // Invariant: log-normal activities are finite and positive.
+            let all = WeightedIndex::new(profiles.iter().map(|p| p.activity)).expect("activities");
+            (all, None)
+        } else {
+            let pick = eligible(&profiles, &registered, today).ok_or_else(|| {
+                GeneratorError::NoneRegistered {
+                    today,
+                    first: registered.iter().flatten().min().copied().unwrap_or(today),
+                }
+            })?;
+            (pick, Some(today))
+        };
         let rng = match seed {
             Some(seed) => StdRng::seed_from_u64(seed),
             None => rand::make_rng(),
@@ -355,6 +390,8 @@ impl Generator {
             users,
             profiles,
             pick,
+            registered,
+            pick_day,
             foreign_share: DEFAULT_FOREIGN_SHARE,
             currency,
             abroad,
@@ -389,6 +426,14 @@ impl Generator {
 
     /// The next transaction, stamped `now` (truncated to milliseconds).
     pub fn next_at(&mut self, now: DateTime<Utc>) -> Transaction {
+        let day = now.date_naive();
+        if self.pick_day.is_some_and(|d| d != day) {
+            // a day before every registration keeps the last day's users
+            if let Some(pick) = eligible(&self.profiles, &self.registered, day) {
+                self.pick = pick;
+            }
+            self.pick_day = Some(day);
+        }
         let rng = &mut self.rng;
         let millis = now.timestamp_millis();
         let tx_id: Uuid = match self.tx_ids {
@@ -442,6 +487,20 @@ impl Generator {
     pub fn next_now(&mut self) -> Transaction {
         self.next_at(Utc::now())
     }
+}
+
+/// Draws users by activity among those registered by `day` (a user without a date always
+/// counts); `None` when none has.
+fn eligible(
+    profiles: &[Profile],
+    registered: &[Option<chrono::NaiveDate>],
+    day: chrono::NaiveDate,
+) -> Option<WeightedIndex<f64>> {
+    let weights = profiles.iter().zip(registered).map(|(p, r)| match r {
+        Some(r) if *r > day => 0.0,
+        _ => p.activity,
+    });
+    WeightedIndex::new(weights).ok()
 }
 
 /// Rounds a positive amount to the minor unit, at least one minor unit, at most the column's
@@ -686,6 +745,54 @@ mod tests {
             drawn.iter().min().copied().unwrap(),
         );
         assert!(most > 3 * least, "{drawn:?}");
+    }
+
+    #[test]
+    fn no_user_transacts_before_registering() {
+        let day = |s: &str| chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d").unwrap();
+        let mut list = users_of(&["US"], 40);
+        for (i, a) in list.attributes.iter_mut().enumerate() {
+            // half registered in July, half on 1 September
+            a.registered = Some(if i % 2 == 0 {
+                day("2025-07-01")
+            } else {
+                day("2025-09-01")
+            });
+        }
+        let registered = |list: &crate::Users, id: Uuid| {
+            let i = list.ids.iter().position(|u| *u == id).unwrap();
+            list.attributes[i].registered.unwrap()
+        };
+        let mut g = Generator::for_users(&list, Some(8)).unwrap();
+        let mid_august = at();
+        for _ in 0..2_000 {
+            let tx = g.next_at(mid_august);
+            assert!(registered(&list, tx.user_id) <= mid_august.date_naive());
+        }
+        // once September comes, the others transact too
+        let september = DateTime::parse_from_rfc3339("2025-09-02T08:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        let mut late = 0;
+        for _ in 0..2_000 {
+            let tx = g.next_at(september);
+            if registered(&list, tx.user_id) == day("2025-09-01") {
+                late += 1;
+            }
+        }
+        assert!(late > 500, "{late}");
+        // all users registering after today: refused, naming the first date
+        for a in &mut list.attributes {
+            a.registered = Some(day("2999-01-01"));
+        }
+        let e = Generator::for_users(&list, None).unwrap_err();
+        assert!(
+            e.to_string().contains("the first registers on 2999-01-01"),
+            "{e}"
+        );
+        // users without a date always transact
+        let g = Generator::new(users(3), Some(1)).unwrap();
+        assert_eq!(g.pick_day, None);
     }
 
     #[test]
