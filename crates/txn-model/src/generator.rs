@@ -602,6 +602,15 @@ mod tests {
         }
     }
 
+    /// Pearson's chi-square of observed counts against expected shares (summing to 1).
+    fn chi_square(seen: &[u32], shares: &[f64]) -> f64 {
+        let n = f64::from(seen.iter().sum::<u32>());
+        seen.iter()
+            .zip(shares)
+            .map(|(o, e)| (f64::from(*o) - e * n).powi(2) / (e * n))
+            .sum()
+    }
+
     /// Users of these countries (in turn), as a users file gives them.
     fn users_of(countries: &[&str], n: usize) -> crate::Users {
         let ids = users(n);
@@ -677,11 +686,7 @@ mod tests {
                 .position(|c| c.name == tx.category)
                 .unwrap()] += 1;
         }
-        let chi2: f64 = seen
-            .iter()
-            .zip(expected)
-            .map(|(o, e)| (f64::from(*o) - e * f64::from(n)).powi(2) / (e * f64::from(n)))
-            .sum();
+        let chi2 = chi_square(&seen, &expected);
         // 9 degrees of freedom: 27.88 is exceeded by chance once in a thousand
         assert!(
             chi2 < 27.88,
@@ -714,12 +719,7 @@ mod tests {
                 .position(|c| c.name == tx.category)
                 .unwrap()] += 1;
         }
-        let chi2 = |seen: &[u32], p: &[f64]| -> f64 {
-            seen.iter()
-                .zip(p)
-                .map(|(o, e)| (f64::from(*o) - e * f64::from(n)).powi(2) / (e * f64::from(n)))
-                .sum()
-        };
+        let chi2 = chi_square;
         assert!(chi2(&seen, &shares) < 27.88, "{seen:?} vs {shares:?}");
         let total: u32 = CATEGORIES.iter().map(|c| c.weight).sum();
         let base: Vec<f64> = CATEGORIES
