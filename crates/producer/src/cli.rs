@@ -133,32 +133,13 @@ impl GenerateUsers {
     pub fn run(
         &self,
     ) -> Result<Vec<(PathBuf, usize)>, txn_model::registrations::RegistrationsError> {
-        use txn_model::registrations as r;
-        let months = r::months(self.from, self.to)?;
-        if !self.force {
-            // all or nothing: no file is written when one of them would be refused
-            if let Some(m) = months
-                .iter()
-                .find(|m| self.out.join(r::file_name(**m)).exists())
-            {
-                return Err(r::RegistrationsError::Exists(
-                    self.out.join(r::file_name(*m)),
-                ));
-            }
-        }
-        // every month written in full under a temporary name first: a failure part way
-        // leaves none of them
-        let written = months
-            .into_iter()
-            .map(|m| {
-                let rows = r::registrations(m, self.per_month as usize, self.seed);
-                r::write_month(&self.out, m, &rows).map(|w| (w, rows.len()))
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        written
-            .into_iter()
-            .map(|(w, rows)| w.publish(self.force).map(|p| (p, rows)))
-            .collect()
+        txn_model::registrations::write_range(
+            &self.out,
+            (self.from, self.to),
+            self.per_month as usize,
+            self.seed,
+            self.force,
+        )
     }
 }
 

@@ -602,6 +602,19 @@ mod tests {
         }
     }
 
+    /// How many of `n` transactions fall in each category.
+    fn category_counts(g: &mut Generator, n: u32) -> [u32; CATEGORIES.len()] {
+        let mut seen = [0; CATEGORIES.len()];
+        for _ in 0..n {
+            let tx = g.next_at(at());
+            seen[CATEGORIES
+                .iter()
+                .position(|c| c.name == tx.category)
+                .unwrap()] += 1;
+        }
+        seen
+    }
+
     /// Pearson's chi-square of observed counts against expected shares (summing to 1).
     fn chi_square(seen: &[u32], shares: &[f64]) -> f64 {
         let n = f64::from(seen.iter().sum::<u32>());
@@ -678,14 +691,7 @@ mod tests {
             }
         }
         let n = 50_000;
-        let mut seen = [0u32; CATEGORIES.len()];
-        for _ in 0..n {
-            let tx = g.next_at(at());
-            seen[CATEGORIES
-                .iter()
-                .position(|c| c.name == tx.category)
-                .unwrap()] += 1;
-        }
+        let seen = category_counts(&mut g, n);
         let chi2 = chi_square(&seen, &expected);
         // 9 degrees of freedom: 27.88 is exceeded by chance once in a thousand
         assert!(
@@ -711,22 +717,17 @@ mod tests {
         let mut g = Generator::new(list, Some(4)).unwrap();
         let shares = g.profiles()[0].category_shares();
         let n = 30_000;
-        let mut seen = [0u32; CATEGORIES.len()];
-        for _ in 0..n {
-            let tx = g.next_at(at());
-            seen[CATEGORIES
-                .iter()
-                .position(|c| c.name == tx.category)
-                .unwrap()] += 1;
-        }
-        let chi2 = chi_square;
-        assert!(chi2(&seen, &shares) < 27.88, "{seen:?} vs {shares:?}");
+        let seen = category_counts(&mut g, n);
+        assert!(chi_square(&seen, &shares) < 27.88, "{seen:?} vs {shares:?}");
         let total: u32 = CATEGORIES.iter().map(|c| c.weight).sum();
         let base: Vec<f64> = CATEGORIES
             .iter()
             .map(|c| f64::from(c.weight) / f64::from(total))
             .collect();
-        assert!(chi2(&seen, &base) > 100.0, "this user's preferences show");
+        assert!(
+            chi_square(&seen, &base) > 100.0,
+            "this user's preferences show"
+        );
         // users are drawn in proportion to their activity
         let list = users(20);
         let mut g = Generator::new(list.clone(), Some(6)).unwrap();
@@ -739,7 +740,7 @@ mod tests {
         }
         let p: Vec<f64> = activity.iter().map(|a| a / sum).collect();
         // 19 degrees of freedom: 43.82 is exceeded by chance once in a thousand
-        assert!(chi2(&drawn, &p) < 43.82, "{drawn:?} vs {p:?}");
+        assert!(chi_square(&drawn, &p) < 43.82, "{drawn:?} vs {p:?}");
         let (most, least) = (
             drawn.iter().max().copied().unwrap(),
             drawn.iter().min().copied().unwrap(),

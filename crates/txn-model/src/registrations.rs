@@ -152,6 +152,14 @@ pub enum RegistrationsError {
     /// A month's file exists already.
     #[error("{0} exists already: choose another --out directory, or pass --force to replace it")]
     Exists(PathBuf),
+    /// The directory could not be made (a file of that name, no permission).
+    #[error("cannot create the directory {path} for the files: {source}; choose another --out")]
+    Dir {
+        /// The directory.
+        path: PathBuf,
+        /// The underlying error.
+        source: std::io::Error,
+    },
     /// Writing failed.
     #[error("cannot write {path}: {source}")]
     Write {
@@ -283,6 +291,37 @@ fn ascii_part(name: &str) -> String {
     if part.is_empty() { "user".into() } else { part }
 }
 
+/// Writes the files of the months `from..=to`, `per_month` users each: all or nothing.
+/// Without `replace`, an existing file is refused before anything is written; every
+/// month is written in full under a temporary name first and renamed once all are, so a
+/// failure part way leaves none of them. Returns the files with their row counts.
+///
+/// # Errors
+/// A bad range, a file that exists (without `replace`), or a failed write.
+pub fn write_range(
+    dir: &Path,
+    (from, to): (NaiveDate, NaiveDate),
+    per_month: usize,
+    seed: Option<u64>,
+    replace: bool,
+) -> Result<Vec<(PathBuf, usize)>, RegistrationsError> {
+    let months = months(from, to)?;
+    if !replace && let Some(m) = months.iter().find(|m| dir.join(file_name(**m)).exists()) {
+        return Err(RegistrationsError::Exists(dir.join(file_name(*m))));
+    }
+    let written = months
+        .into_iter()
+        .map(|m| {
+            let rows = registrations(m, per_month, seed);
+            write_month(dir, m, &rows).map(|w| (w, rows.len()))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    written
+        .into_iter()
+        .map(|(w, rows)| w.publish(replace).map(|p| (p, rows)))
+        .collect()
+}
+
 /// A month's file written in full under a temporary name beside its final one; it gets its
 /// name when [`Written::publish`] is called (and is removed if it never is), so a failed
 /// run never leaves a truncated file, nor one of a range that failed part way.
@@ -334,7 +373,10 @@ pub fn write_month(
         path: path.clone(),
         source,
     };
-    std::fs::create_dir_all(dir).map_err(|e| failed(e.into()))?;
+    std::fs::create_dir_all(dir).map_err(|source| RegistrationsError::Dir {
+        path: dir.to_owned(),
+        source,
+    })?;
     let file = tempfile::Builder::new()
         .prefix(".users-")
         .suffix(".csv.tmp")
