@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use clap::Parser;
 
-use crate::config::{Compression, Pace, ProducerConfig, TxIdKind};
+use crate::config::{Arrivals, Compression, Pace, ProducerConfig, TxIdKind};
 
 /// Publishes realistic fake financial transactions to Kafka.
 #[derive(Debug, Parser)]
@@ -42,6 +42,11 @@ pub struct Args {
     /// Messages per second; 0 means as fast as the broker takes them. Overrides --interval.
     #[arg(long, env = "PRODUCER_RATE", value_parser = non_negative)]
     pub rate: Option<f64>,
+
+    /// Gaps between messages: all equal (fixed) or exponential with the same mean
+    /// (poisson, as independent customers arrive).
+    #[arg(long, env = "PRODUCER_ARRIVALS", value_enum, default_value_t = Arrivals::Fixed)]
+    pub arrivals: Arrivals,
 
     /// Stop after sending this many messages, then wait for their delivery reports (default:
     /// run until Ctrl-C). The final report says how many were delivered and how many failed.
@@ -161,6 +166,7 @@ impl Args {
             topic: self.kafka.topic,
             users_path: self.users,
             pace,
+            arrivals: self.arrivals,
             count: self.count,
             seed: self.seed,
             tx_ids: self.tx_ids,

@@ -14,6 +14,16 @@ pub enum Pace {
     Unlimited,
 }
 
+/// How the gaps between messages are spread around the pace.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum Arrivals {
+    /// Every gap the same (the default).
+    #[default]
+    Fixed,
+    /// Exponential gaps of the same mean: a Poisson stream, as independent customers make.
+    Poisson,
+}
+
 /// The kind of UUID the `tx_id`s are. Time-ordered by default: the sink's primary key
 /// then takes each new id at its right edge, and the drain rate stays flat as the table
 /// grows, where random ids halve it by 9M rows (`bench/curve.sh`, docs/SCALING.md).
@@ -83,6 +93,8 @@ pub struct ProducerConfig {
     pub users_path: PathBuf,
     /// Publishing pace (default one every 10 s).
     pub pace: Pace,
+    /// Fixed or Poisson gaps around the pace.
+    pub arrivals: Arrivals,
     /// Stop after sending this many messages (default: run until stopped); their delivery
     /// reports are awaited before the run ends.
     pub count: Option<u64>,
@@ -118,6 +130,7 @@ impl Default for ProducerConfig {
             topic: "transactions".into(),
             users_path: PathBuf::from("data/users"),
             pace: Pace::Interval(Duration::from_secs(10)),
+            arrivals: Arrivals::default(),
             count: None,
             seed: None,
             tx_ids: TxIdKind::default(),

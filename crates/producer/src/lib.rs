@@ -29,7 +29,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 use txn_model::{Generator, load_users};
 
-pub use config::{Compression, Pace, ProducerConfig, TxIdKind};
+pub use config::{Arrivals, Compression, Pace, ProducerConfig, TxIdKind};
 pub use publisher::PublishError;
 pub use stats::Latency;
 
@@ -142,7 +142,7 @@ pub async fn run_with(
         None => (!config.logs_each_delivery())
             .then(|| tokio::spawn(progress(publisher.stats().clone()))),
     };
-    let mut pacer = pacing::Pacer::new(config.pace);
+    let mut pacer = pacing::Pacer::new(config.pace, config.arrivals, config.seed);
     let mut sent = 0u64;
     // One payload buffer for the whole run: serialising allocates nothing per message.
     let mut payload = Vec::with_capacity(512);
@@ -308,7 +308,7 @@ async fn dry_run(
     generator: &mut Generator,
     shutdown: &CancellationToken,
 ) -> Result<Report, Error> {
-    let mut pacer = pacing::Pacer::new(config.pace);
+    let mut pacer = pacing::Pacer::new(config.pace, config.arrivals, config.seed);
     // Not a locked handle: the future must stay Send across the pacing sleeps.
     let mut out = std::io::BufWriter::new(std::io::stdout());
     let mut sent = 0u64;
