@@ -280,18 +280,37 @@ pub enum TxIds {
     V7,
 }
 
+impl TxIds {
+    /// A new id of this kind for a transaction at `millis` since the epoch.
+    pub fn make(self, rng: &mut StdRng, millis: i64) -> Uuid {
+        match self {
+            TxIds::V4 => UUIDv4.fake_with_rng(rng),
+            TxIds::V7 => {
+                // as many draws as a v4 id takes, so that the rest of the transaction is
+                // the same sequence whichever kind of id a seeded run makes
+                let random: [u8; 16] = rng.random();
+                let mut counter_random = [0; 10];
+                counter_random.copy_from_slice(&random[..10]);
+                // before 1970 cannot be a UUIDv7 timestamp: clamped to its epoch
+                uuid::Builder::from_unix_timestamp_millis(millis.max(0) as u64, &counter_random)
+                    .into_uuid()
+            }
+        }
+    }
+}
+
 /// Why a generator cannot be built.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum GeneratorError {
     /// No user to attribute transactions to.
     #[error("the generator needs at least one user id")]
     NoUsers,
-    /// Every user registers after today.
+    /// Every user registers after the first day of transactions.
     #[error(
-        "no user has registered by {today}: the first registers on {first} (registration_date); add users registered by today"
+        "no user has registered by {today}: the first registers on {first} (registration_date); add users registered by then"
     )]
     NoneRegistered {
-        /// Today (UTC).
+        /// The first day of transactions (today, UTC, when live).
         today: chrono::NaiveDate,
         /// The earliest registration.
         first: chrono::NaiveDate,
@@ -306,7 +325,7 @@ impl Generator {
     /// [`GeneratorError::NoUsers`] when `users` is empty.
     pub fn new(users: Vec<Uuid>, seed: Option<u64>) -> Result<Generator, GeneratorError> {
         let countries = vec![None; users.len()];
-        Generator::build(users, &countries, Vec::new(), seed)
+        Generator::build(users, &countries, Vec::new(), seed, Utc::now().date_naive())
     }
 
     /// A generator over the users of a users file, their profiles made from their
@@ -315,6 +334,20 @@ impl Generator {
     /// # Errors
     /// [`GeneratorError::NoUsers`] when there is none.
     pub fn for_users(users: &crate::Users, seed: Option<u64>) -> Result<Generator, GeneratorError> {
+        Generator::for_users_on(users, seed, Utc::now().date_naive())
+    }
+
+    /// As [`Generator::for_users`], for transactions from `day` on (a backfill's first
+    /// day with a registered user) instead of today.
+    ///
+    /// # Errors
+    /// [`GeneratorError::NoUsers`] when there is none, [`GeneratorError::NoneRegistered`]
+    /// when every user registers after `day`.
+    pub fn for_users_on(
+        users: &crate::Users,
+        seed: Option<u64>,
+        day: chrono::NaiveDate,
+    ) -> Result<Generator, GeneratorError> {
         let countries: Vec<Option<&str>> = users
             .ids
             .iter()
@@ -329,7 +362,7 @@ impl Generator {
         } else {
             Vec::new()
         };
-        Generator::build(users.ids.clone(), &countries, registered, seed)
+        Generator::build(users.ids.clone(), &countries, registered, seed, day)
     }
 
     fn build(
@@ -337,6 +370,7 @@ impl Generator {
         countries: &[Option<&str>],
         registered: Vec<Option<chrono::NaiveDate>>,
         seed: Option<u64>,
+        today: chrono::NaiveDate,
     ) -> Result<Generator, GeneratorError> {
         if users.is_empty() {
             return Err(GeneratorError::NoUsers);
@@ -346,7 +380,6 @@ impl Generator {
             .zip(countries)
             .map(|(id, country)| Profile::of(*id, *country))
             .collect();
-        let today = Utc::now().date_naive();
         let (pick, pick_day) = if registered.is_empty() {
             // Invariant: log-normal activities are finite and positive.
             let all = WeightedIndex::new(profiles.iter().map(|p| p.activity)).expect("activities");
@@ -412,9 +445,45 @@ impl Generator {
         self
     }
 
+    /// The share of the users' activity registered by each day: a function of the day,
+    /// 1 throughout when no user has a registration date (a backfill's volume follows it).
+    pub fn registered_share(&self) -> impl Fn(chrono::NaiveDate) -> f64 + use<> {
+        let mut dated: Vec<(chrono::NaiveDate, f64)> = Vec::new();
+        let mut undated = 0.0;
+        for (i, p) in self.profiles.iter().enumerate() {
+            match self.registered.get(i).copied().flatten() {
+                Some(day) => dated.push((day, p.activity)),
+                None => undated += p.activity,
+            }
+        }
+        dated.sort_by_key(|(day, _)| *day);
+        let total: f64 = undated + dated.iter().map(|(_, a)| a).sum::<f64>();
+        let mut sum = undated;
+        let by_day: Vec<(chrono::NaiveDate, f64)> = dated
+            .into_iter()
+            .map(|(day, a)| {
+                sum += a;
+                (day, sum / total)
+            })
+            .collect();
+        let before_any = undated / total;
+        move |day| {
+            // the running share of the last registration on or before `day`
+            match by_day.partition_point(|(d, _)| *d <= day) {
+                0 => before_any,
+                n => by_day[n - 1].1,
+            }
+        }
+    }
+
     /// The profile of each user, in the order given.
     pub fn profiles(&self) -> &[Profile] {
         &self.profiles
+    }
+
+    /// The kind of `tx_id`s made.
+    pub fn tx_ids(&self) -> TxIds {
+        self.tx_ids
     }
 
     /// The same generator, making `tx_id`s of this kind.
@@ -436,19 +505,7 @@ impl Generator {
         }
         let rng = &mut self.rng;
         let millis = now.timestamp_millis();
-        let tx_id: Uuid = match self.tx_ids {
-            TxIds::V4 => UUIDv4.fake_with_rng(rng),
-            TxIds::V7 => {
-                // as many draws as a v4 id takes, so that the rest of the transaction is
-                // the same sequence whichever kind of id a seeded run makes
-                let random: [u8; 16] = rng.random();
-                let mut counter_random = [0; 10];
-                counter_random.copy_from_slice(&random[..10]);
-                // before 1970 cannot be a UUIDv7 timestamp: clamped to its epoch
-                uuid::Builder::from_unix_timestamp_millis(millis.max(0) as u64, &counter_random)
-                    .into_uuid()
-            }
-        };
+        let tx_id = self.tx_ids.make(rng, millis);
         let u = self.pick.sample(rng);
         let (user_id, profile) = (self.users[u], &self.profiles[u]);
         let ci = profile.category(rng.random::<f64>());
@@ -505,7 +562,7 @@ fn eligible(
 
 /// Rounds a positive amount to the minor unit, at least one minor unit, at most the column's
 /// maximum, always written with two decimals (the column's scale).
-fn to_amount(value: f64, minor_unit: u32) -> Decimal {
+pub(crate) fn to_amount(value: f64, minor_unit: u32) -> Decimal {
     let mut d = Decimal::from_f64_retain(value)
         .unwrap_or(Decimal::ONE)
         .round_dp_with_strategy(minor_unit, RoundingStrategy::MidpointNearestEven);

@@ -5,6 +5,8 @@
 //! - [`users`]: the loader of user ids from the batch side's registration CSV files;
 //! - [`generator`]: the realistic, seedable fake-transaction generator.
 
+pub mod anomaly;
+pub mod backfill;
 pub mod generator;
 pub mod profile;
 pub mod registrations;
