@@ -16,7 +16,7 @@ use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::Message;
+use rdkafka::message::{Headers as _, Message};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{Offset, TopicPartitionList};
 use tokio::task::JoinHandle;
@@ -274,12 +274,24 @@ pub async fn produce_records(
 
 /// Every message of `topic`, read from the beginning up to the current end.
 pub async fn read_topic(stack: &Stack, topic: &str) -> Result<Vec<Vec<u8>>> {
+    let messages = read_topic_with_headers(stack, topic).await?;
+    Ok(messages.into_iter().map(|(payload, _)| payload).collect())
+}
+
+/// A message's headers, as text.
+pub type Headers = Vec<(String, String)>;
+
+/// Every message of `topic` with its headers, partition by partition.
+pub async fn read_topic_with_headers(
+    stack: &Stack,
+    topic: &str,
+) -> Result<Vec<(Vec<u8>, Headers)>> {
     let stack = stack.clone();
     let topic = topic.to_owned();
     tokio::task::spawn_blocking(move || read_topic_blocking(&stack, &topic)).await?
 }
 
-fn read_topic_blocking(stack: &Stack, topic: &str) -> Result<Vec<Vec<u8>>> {
+fn read_topic_blocking(stack: &Stack, topic: &str) -> Result<Vec<(Vec<u8>, Headers)>> {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", &stack.bootstrap)
         .set("group.id", unique("reader"))
@@ -312,7 +324,18 @@ fn read_topic_blocking(stack: &Stack, topic: &str) -> Result<Vec<Vec<u8>>> {
             continue;
         };
         let m = m?;
-        out.push(m.payload().unwrap_or_default().to_vec());
+        let headers = m
+            .headers()
+            .map(|h| {
+                h.iter()
+                    .map(|h| {
+                        let value = String::from_utf8_lossy(h.value.unwrap_or_default());
+                        (h.key.to_owned(), value.into_owned())
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        out.push((m.payload().unwrap_or_default().to_vec(), headers));
         if ends
             .get(&m.partition())
             .is_some_and(|end| m.offset() + 1 >= *end)

@@ -135,6 +135,46 @@ async fn producer_dry_run_prints_json_lines_without_kafka() -> anyhow::Result<()
     Ok(())
 }
 
+/// Live, held anomaly messages go out among the ordinary ones once their time comes: a
+/// duplicate (up to 30 s after its original) follows the original, later in the output.
+#[tokio::test]
+async fn live_anomalies_are_sent_when_their_time_comes() -> anyhow::Result<()> {
+    let mut stack = stack();
+    stack.bootstrap = "127.0.0.1:1".into(); // a dry run: no broker needed
+    let out = command("producer", &stack)
+        .args([
+            "--dry-run",
+            "--count",
+            "1000",
+            "--rate",
+            "200",
+            "--seed",
+            "9",
+        ])
+        .args(["--anomaly", "duplicate=0.5"])
+        .output();
+    let out = tokio::time::timeout(Duration::from_secs(60), out).await??;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut first_seen = HashMap::new();
+    let mut repeats = 0;
+    for (i, line) in String::from_utf8(out.stdout)?.lines().enumerate() {
+        let t = txn_model::Transaction::from_json(line.as_bytes())?;
+        if let Some(first) = first_seen.insert(t.tx_id, i) {
+            assert!(first < i);
+            repeats += 1;
+        }
+    }
+    assert_eq!(first_seen.len() + repeats, 1000);
+    // a duplicate made at s seconds into the 5 s run, sent up to 30 s later, is in it with
+    // chance (5 - s) / 30: one in twelve of the ~490 made, about 40 (sd ~6)
+    assert!((12..=80).contains(&repeats), "{repeats} duplicates sent");
+    Ok(())
+}
+
 #[tokio::test]
 async fn users_generate_writes_monthly_files_the_producer_reads_and_never_overwrites()
 -> anyhow::Result<()> {
@@ -1011,4 +1051,150 @@ async fn a_stop_counts_only_what_no_share_committed_and_a_restart_writes_the_res
     let produced = decode_all(&read_topic(&stack, &topic).await?);
     assert_same(&produced, &table_rows(&db, &table).await?);
     drop_tables(&db, &table).await
+}
+
+/// A backfill with every kind of anomaly, through the real binaries: the messages are the
+/// count asked for, in send order (timestamp plus the label's delay), none before its
+/// user's registration, each anomaly labelled in the headers; the sink lands every
+/// distinct transaction exactly once (duplicates are the same tx_id).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backfill_with_labelled_anomalies_lands_each_transaction_once() -> anyhow::Result<()> {
+    let stack = stack();
+    let topic = unique("backfill");
+    let table = topic.clone();
+    create_topic(&stack, &topic, 3).await?;
+    let dir = tempfile::tempdir()?;
+    let users_dir = dir.path().join("users");
+    let out = command("producer", &stack)
+        .args(["users", "generate", "--from", "2025-01", "--to", "2025-02"])
+        .args(["--per-month", "30", "--seed", "2", "--out"])
+        .arg(&users_dir)
+        .output();
+    let out = tokio::time::timeout(Duration::from_secs(60), out).await??;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let users = txn_model::load_users(&users_dir)?;
+    let registered: HashMap<_, _> = users
+        .ids
+        .iter()
+        .zip(&users.attributes)
+        .map(|(id, a)| (*id, a.registered.expect("a registration date")))
+        .collect();
+
+    const COUNT: usize = 3_000;
+    let out = command("producer", &stack)
+        .args([
+            "--topic",
+            &topic,
+            "--from",
+            "2025-01-01",
+            "--to",
+            "2025-02-28",
+        ])
+        .args(["--count", &COUNT.to_string(), "--seed", "4", "--users"])
+        .arg(&users_dir)
+        .args([
+            "--anomaly",
+            "card_testing=0.01,account_takeover=0.01,velocity=0.005",
+        ])
+        .args(["--anomaly", "late=0.02", "--anomaly", "duplicate=0.02"])
+        .output();
+    let out = tokio::time::timeout(Duration::from_secs(120), out).await??;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let messages = read_topic_with_headers(&stack, &topic).await?;
+    assert_eq!(messages.len(), COUNT);
+    let mut by_partition: HashMap<uuid::Uuid, Vec<(i64, &str)>> = HashMap::new();
+    let mut kinds: HashMap<String, usize> = HashMap::new();
+    let mut distinct = std::collections::HashSet::new();
+    let mut produced = Vec::new();
+    for (payload, headers) in &messages {
+        let tx = txn_model::Transaction::from_json(payload)?;
+        assert!(
+            registered[&tx.user_id] <= tx.timestamp.date_naive(),
+            "before registering: {tx:?}"
+        );
+        let header = |k: &str| {
+            headers
+                .iter()
+                .find(|(n, _)| n == k)
+                .map(|(_, v)| v.as_str())
+        };
+        let kind = header("anomaly");
+        if let Some(kind) = kind {
+            *kinds.entry(kind.to_owned()).or_default() += 1;
+            header("anomaly_episode")
+                .expect("an episode id")
+                .parse::<uuid::Uuid>()?;
+        } else {
+            assert!(headers.is_empty(), "{headers:?}");
+        }
+        let delay: i64 = header("anomaly_delay_ms")
+            .map(str::parse)
+            .transpose()?
+            .unwrap_or(0);
+        assert_eq!(
+            header("anomaly_delay_ms").is_some(),
+            matches!(kind, Some("late" | "duplicate")),
+            "{headers:?}"
+        );
+        // the user's messages, in partition order (a user is one key, one partition)
+        by_partition
+            .entry(tx.user_id)
+            .or_default()
+            .push((tx.timestamp.timestamp_millis() + delay, kind.unwrap_or("")));
+        let first = distinct.insert(tx.tx_id);
+        assert_eq!(!first, kind == Some("duplicate"), "{tx:?} {headers:?}");
+        if first {
+            produced.push(tx);
+        }
+    }
+    for kind in [
+        "card_testing",
+        "account_takeover",
+        "velocity",
+        "late",
+        "duplicate",
+    ] {
+        assert!(
+            kinds.get(kind).copied().unwrap_or(0) > 0,
+            "no {kind}: {kinds:?}"
+        );
+    }
+    // each user's messages were sent in time order
+    for sends in by_partition.values() {
+        assert!(sends.windows(2).all(|w| w[0].0 <= w[1].0), "{sends:?}");
+    }
+
+    let db = pg(&stack).await?;
+    drop_tables(&db, &table).await?;
+    let sink = start_sink(sink_config(&stack, &topic, &table));
+    wait_for_rows(&db, &table, produced.len() as i64, Duration::from_secs(120)).await?;
+    let report = sink.stop().await?;
+    let stored = table_rows(&db, &table).await?;
+    assert_same(&produced, &stored);
+    assert_eq!(
+        (
+            report.messages,
+            report.inserted,
+            report.duplicates,
+            report.dead_letters
+        ),
+        (
+            COUNT as u64,
+            produced.len() as u64,
+            kinds["duplicate"] as u64,
+            0
+        ),
+        "{report:?}"
+    );
+    drop_tables(&db, &table).await?;
+    Ok(())
 }

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use clap::Parser;
 
-use crate::config::{Arrivals, Compression, Pace, ProducerConfig, TxIdKind};
+use crate::config::{Arrivals, BackfillRange, Compression, Pace, ProducerConfig, TxIdKind};
 
 /// Publishes realistic fake financial transactions to Kafka.
 #[derive(Debug, Parser)]
@@ -47,6 +47,24 @@ pub struct Args {
     /// (poisson, as independent customers arrive).
     #[arg(long, env = "PRODUCER_ARRIVALS", value_enum, default_value_t = Arrivals::Fixed)]
     pub arrivals: Arrivals,
+
+    /// Backfill from this day (YYYY-MM-DD, 00:00 UTC): historical transactions on a
+    /// simulated clock, as fast as Kafka takes them, until the end of --to. With --count N,
+    /// N transactions spread over the range; otherwise the pace (--rate, --interval) is the
+    /// simulated clock's mean rate. Needs --to.
+    #[arg(long, env = "PRODUCER_FROM", value_parser = txn_model::backfill::parse_day, requires = "to")]
+    pub from: Option<chrono::NaiveDate>,
+
+    /// Last day of a backfill (YYYY-MM-DD, included). Needs --from.
+    #[arg(long, env = "PRODUCER_TO", value_parser = txn_model::backfill::parse_day, requires = "from")]
+    pub to: Option<chrono::NaiveDate>,
+
+    /// Labelled anomalies, KIND=RATE (repeatable; env: comma-separated): the chance, from
+    /// 0 to 1, that a transaction starts one. Kinds: card_testing, account_takeover,
+    /// velocity, late, duplicate. Labelled in Kafka headers: anomaly, anomaly_episode and
+    /// anomaly_delay_ms. Off by default.
+    #[arg(long = "anomaly", env = "PRODUCER_ANOMALIES", value_delimiter = ',', value_parser = anomaly)]
+    pub anomalies: Vec<(txn_model::anomaly::Kind, f64)>,
 
     /// Stop after sending this many messages, then wait for their delivery reports (default:
     /// run until Ctrl-C). The final report says how many were delivered and how many failed.
@@ -155,11 +173,27 @@ impl Args {
     /// Kafka security settings that cannot work (see
     /// [`txn_runtime::kafka::KafkaArgs::security_options`]).
     pub fn into_config(self) -> Result<ProducerConfig, txn_runtime::secret::ConfigError> {
-        let pace = match self.rate {
+        let mut pace = match self.rate {
             Some(0.0) => Pace::Unlimited,
             Some(r) => Pace::Rate(r),
             None => Pace::Interval(Duration::from_secs_f64(self.interval)),
         };
+        let backfill = self.from.zip(self.to).map(|(from, to)| {
+            let per_second = match std::mem::replace(&mut pace, Pace::Unlimited) {
+                Pace::Interval(d) => Some(1.0 / d.as_secs_f64()),
+                Pace::Rate(r) => Some(r),
+                Pace::Unlimited => None,
+            };
+            BackfillRange {
+                from,
+                to,
+                per_second,
+            }
+        });
+        let mut anomalies = txn_model::anomaly::Rates::default();
+        for (kind, rate) in self.anomalies {
+            anomalies.set(kind, rate);
+        }
         let security = self.kafka.security_options(&self.kafka_options)?;
         Ok(ProducerConfig {
             bootstrap_servers: self.kafka.bootstrap_servers,
@@ -167,6 +201,8 @@ impl Args {
             users_path: self.users,
             pace,
             arrivals: self.arrivals,
+            backfill,
+            anomalies,
             count: self.count,
             seed: self.seed,
             tx_ids: self.tx_ids,
@@ -198,6 +234,13 @@ fn share(s: &str) -> Result<f64, String> {
         Ok(v) if (0.0..=1.0).contains(&v) => Ok(v),
         _ => Err(format!("{s:?} is not a share: a number from 0 to 1")),
     }
+}
+
+fn anomaly(s: &str) -> Result<(txn_model::anomaly::Kind, f64), String> {
+    let (kind, rate) = s
+        .split_once('=')
+        .ok_or_else(|| format!("{s:?} is not KIND=RATE, e.g. card_testing=0.001"))?;
+    Ok((kind.parse()?, share(rate.trim())?))
 }
 
 fn in_flight(s: &str) -> Result<usize, String> {
@@ -268,6 +311,44 @@ mod tests {
         );
         assert!(parse(&["--rate", "-1"]).is_err());
         assert!(parse(&["--interval", "0"]).is_err());
+    }
+
+    #[test]
+    fn backfill_and_anomalies_from_flags() {
+        let day = |s| txn_model::backfill::parse_day(s).unwrap();
+        assert_eq!(parse(&[]).unwrap().backfill, None);
+        let c = parse(&["--from", "2025-01-01", "--to", "2025-01-31"]).unwrap();
+        // the default pace is the simulated clock's mean rate; the real one is unlimited
+        assert_eq!(
+            c.backfill,
+            Some(BackfillRange {
+                from: day("2025-01-01"),
+                to: day("2025-01-31"),
+                per_second: Some(0.1)
+            })
+        );
+        assert_eq!(c.pace, Pace::Unlimited);
+        let c = parse(&["--from", "2025-01-01", "--to", "2025-01-02", "--rate", "0"]).unwrap();
+        assert_eq!(c.backfill.unwrap().per_second, None);
+        let c = parse(&["--from", "2025-01-01", "--to", "2025-01-02", "--rate", "3"]).unwrap();
+        assert_eq!(c.backfill.unwrap().per_second, Some(3.0));
+        assert!(
+            parse(&["--from", "2025-01-01"]).is_err(),
+            "--from needs --to"
+        );
+        assert!(parse(&["--to", "2025-01-01"]).is_err(), "--to needs --from");
+        assert!(parse(&["--from", "2025-1-01", "--to", "2025-01-02"]).is_err());
+
+        use txn_model::anomaly::Kind;
+        assert!(!parse(&[]).unwrap().anomalies.any());
+        let c = parse(&["--anomaly", "card_testing=0.01", "--anomaly", "late=0.5"]).unwrap();
+        assert_eq!(c.anomalies.get(Kind::CardTesting), 0.01);
+        assert_eq!(c.anomalies.get(Kind::Late), 0.5);
+        assert_eq!(c.anomalies.get(Kind::Duplicate), 0.0);
+        for bad in ["card_testing", "fraud=0.1", "late=2", "late=x"] {
+            let e = parse(&["--anomaly", bad]).unwrap_err().to_string();
+            assert!(e.contains(bad.split('=').next().unwrap()), "{e}");
+        }
     }
 
     #[test]

@@ -45,6 +45,17 @@ impl From<TxIdKind> for txn_model::TxIds {
     }
 }
 
+/// A backfill: transactions of past (or future) days on a simulated clock.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct BackfillRange {
+    /// First day (from 00:00 UTC).
+    pub from: chrono::NaiveDate,
+    /// Last day (to its end).
+    pub to: chrono::NaiveDate,
+    /// The simulated clock's mean rate (transactions per second) when no count is given.
+    pub per_second: Option<f64>,
+}
+
 /// The codec of the record batches the producer writes (`compression.type`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
 pub enum Compression {
@@ -95,6 +106,10 @@ pub struct ProducerConfig {
     pub pace: Pace,
     /// Fixed or Poisson gaps around the pace.
     pub arrivals: Arrivals,
+    /// A backfill instead of real time (then `pace` is unlimited).
+    pub backfill: Option<BackfillRange>,
+    /// Each kind of anomaly's rate (all 0: none).
+    pub anomalies: txn_model::anomaly::Rates,
     /// Stop after sending this many messages (default: run until stopped); their delivery
     /// reports are awaited before the run ends.
     pub count: Option<u64>,
@@ -131,6 +146,8 @@ impl Default for ProducerConfig {
             users_path: PathBuf::from("data/users"),
             pace: Pace::Interval(Duration::from_secs(10)),
             arrivals: Arrivals::default(),
+            backfill: None,
+            anomalies: txn_model::anomaly::Rates::default(),
             count: None,
             seed: None,
             tx_ids: TxIdKind::default(),

@@ -18,6 +18,7 @@ pub mod config;
 pub mod metrics;
 pub mod pacing;
 pub mod publisher;
+pub mod source;
 pub mod stats;
 
 use std::io::Write;
@@ -29,7 +30,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 use txn_model::{Generator, load_users};
 
-pub use config::{Arrivals, Compression, Pace, ProducerConfig, TxIdKind};
+pub use config::{Arrivals, BackfillRange, Compression, Pace, ProducerConfig, TxIdKind};
 pub use publisher::PublishError;
 pub use stats::Latency;
 
@@ -75,6 +76,9 @@ pub enum Error {
     /// The generator could not be built.
     #[error(transparent)]
     Generator(#[from] txn_model::generator::GeneratorError),
+    /// The backfill cannot be scheduled.
+    #[error(transparent)]
+    Backfill(#[from] txn_model::backfill::BackfillError),
 }
 
 /// Runs the producer until `count` messages are sent (then awaits their delivery reports)
@@ -114,13 +118,18 @@ pub async fn run_with(
         path = %config.users_path.display(),
         "loaded users"
     );
-    let mut generator = Generator::for_users(&users, config.seed)?
-        .with_tx_ids(config.tx_ids.into())
-        .with_foreign_share(config.foreign_share);
+    let generator = match &config.backfill {
+        // users registered by the backfill's last day will do
+        Some(b) => Generator::for_users_on(&users, config.seed, b.to)?,
+        None => Generator::for_users(&users, config.seed)?,
+    }
+    .with_tx_ids(config.tx_ids.into())
+    .with_foreign_share(config.foreign_share);
     // the generator holds what it needs of them
     drop(users);
+    let mut source = source(&config, generator)?;
     if config.dry_run {
-        return dry_run(&config, &mut generator, &shutdown).await;
+        return dry_run(&config, &mut source, &shutdown).await;
     }
 
     let publisher = publisher::Publisher::connect(&config, stats).await?;
@@ -142,7 +151,6 @@ pub async fn run_with(
         None => (!config.logs_each_delivery())
             .then(|| tokio::spawn(progress(publisher.stats().clone()))),
     };
-    let mut pacer = pacing::Pacer::new(config.pace, config.arrivals, config.seed);
     let mut sent = 0u64;
     // One payload buffer for the whole run: serialising allocates nothing per message.
     let mut payload = Vec::with_capacity(512);
@@ -154,28 +162,27 @@ pub async fn run_with(
     let mut enqueue_error = None;
     while config.count.is_none_or(|n| sent < n) {
         beat();
-        if let Some(due) = pacer.next_due() {
-            tokio::select! {
-                _ = shutdown.cancelled() => break,
-                _ = tokio::time::sleep_until(due) => {}
-            }
-        }
+        let next = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            next = source.next() => next,
+        };
+        // a backfill that is done
+        let Some(out) = next else { break };
         if shutdown.is_cancelled() {
             break;
         }
-        let tx = generator.next_now();
+        let tx = &out.tx;
         payload.clear();
         // Invariant: a Transaction always serializes (see Transaction::to_json).
-        serde_json::to_writer(&mut payload, &tx).expect("a Transaction always serializes");
+        serde_json::to_writer(&mut payload, tx).expect("a Transaction always serializes");
         tokio::select! {
             _ = shutdown.cancelled() => break,
-            r = publisher.send(tx.user_id.hyphenated().encode_lower(&mut key).as_bytes(), &payload) => if let Err(e) = r {
+            r = publisher.send(tx.user_id.hyphenated().encode_lower(&mut key).as_bytes(), &payload, out.label.as_ref()) => if let Err(e) = r {
                 enqueue_error = Some(e);
                 break;
             },
         }
         sent += 1;
-        pacer.sent();
     }
 
     info!(
@@ -303,27 +310,57 @@ async fn progress(stats: Arc<stats::Stats>) {
     }
 }
 
+/// The messages to send: live, or the backfill of `config.backfill`.
+fn source(config: &ProducerConfig, generator: Generator) -> Result<source::Source, Error> {
+    let injector =
+        txn_model::anomaly::Injector::new(config.anomalies, config.tx_ids.into(), config.seed);
+    let Some(b) = &config.backfill else {
+        return Ok(source::Source::Live(Box::new(source::Live {
+            generator,
+            injector,
+            pacer: pacing::Pacer::new(config.pace, config.arrivals, config.seed),
+        })));
+    };
+    let schedule = txn_model::backfill::Schedule::new(
+        (b.from, b.to),
+        b.per_second,
+        config.count,
+        generator.registered_share(),
+        config.seed,
+    )?;
+    info!(
+        from = %b.from,
+        to = %b.to,
+        expected = schedule.expected().round(),
+        "backfill: transactions on a simulated clock, as fast as Kafka takes them"
+    );
+    Ok(source::Source::Backfill(Box::new(
+        txn_model::backfill::Backfill::new(schedule, generator, injector),
+    )))
+}
+
 async fn dry_run(
     config: &ProducerConfig,
-    generator: &mut Generator,
+    source: &mut source::Source,
     shutdown: &CancellationToken,
 ) -> Result<Report, Error> {
-    let mut pacer = pacing::Pacer::new(config.pace, config.arrivals, config.seed);
     // Not a locked handle: the future must stay Send across the pacing sleeps.
     let mut out = std::io::BufWriter::new(std::io::stdout());
     let mut sent = 0u64;
-    while config.count.is_none_or(|n| sent < n) && !shutdown.is_cancelled() {
-        if let Some(due) = pacer.next_due() {
-            out.flush()?;
-            tokio::select! {
-                _ = shutdown.cancelled() => break,
-                _ = tokio::time::sleep_until(due) => {}
-            }
-        }
-        serde_json::to_writer(&mut out, &generator.next_now()).map_err(std::io::Error::other)?;
+    // paced lines appear as they are made; unpaced ones (and a backfill's) are buffered
+    let flush_each = config.pace != Pace::Unlimited;
+    while config.count.is_none_or(|n| sent < n) {
+        let next = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            n = source.next() => n,
+        };
+        let Some(o) = next else { break };
+        serde_json::to_writer(&mut out, &o.tx).map_err(std::io::Error::other)?;
         out.write_all(b"\n")?;
+        if flush_each {
+            out.flush()?;
+        }
         sent += 1;
-        pacer.sent();
     }
     out.flush()?;
     Ok(Report {

@@ -11,10 +11,12 @@ use std::time::Duration;
 use rdkafka::ClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::Message;
+use rdkafka::message::{Header, Message, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 use tokio::sync::Semaphore;
 use tracing::{error, info, warn};
+
+use txn_model::anomaly::Label;
 
 use crate::config::ProducerConfig;
 use crate::stats::Stats;
@@ -199,12 +201,20 @@ impl Publisher {
     /// # Cancel safety
     /// Cancel-safe: if cancelled while waiting for room (a permit or librdkafka's queue),
     /// nothing was sent and the permit is returned.
-    pub async fn send(&self, key: &[u8], payload: &[u8]) -> Result<(), PublishError> {
+    pub async fn send(
+        &self,
+        key: &[u8],
+        payload: &[u8],
+        label: Option<&Label>,
+    ) -> Result<(), PublishError> {
         // Invariant: the semaphore is never closed.
         let permit = self.permits.acquire().await.expect("semaphore open");
         let mut record = BaseRecord::with_opaque_to(&self.topic, self.stats.stamp())
             .key(key)
             .payload(payload);
+        if let Some(label) = label {
+            record = record.headers(headers(label));
+        }
         // counted before the enqueue, so a delivery report never precedes its count
         self.stats.sent.fetch_add(1, Ordering::Relaxed);
         loop {
@@ -274,6 +284,28 @@ async fn check_reachable(
         info!(topic = %config.topic, "topic does not exist yet; the broker creates it on the first message if auto.create.topics.enable is on");
     }
     Ok(producer)
+}
+
+/// An anomaly's label as Kafka headers: `anomaly` (the kind), `anomaly_episode` (shared by
+/// the episode's messages) and, for late and duplicate messages, `anomaly_delay_ms`.
+pub fn headers(label: &Label) -> OwnedHeaders {
+    let episode = label.episode.hyphenated().to_string();
+    let headers = OwnedHeaders::new_with_capacity(3)
+        .insert(Header {
+            key: "anomaly",
+            value: Some(label.kind.as_str()),
+        })
+        .insert(Header {
+            key: "anomaly_episode",
+            value: Some(&episode),
+        });
+    match label.delay_ms {
+        Some(ms) => headers.insert(Header {
+            key: "anomaly_delay_ms",
+            value: Some(&ms.to_string()),
+        }),
+        None => headers,
+    }
 }
 
 fn millis(d: Duration) -> String {

@@ -19,9 +19,9 @@
 //! `amount`, `currency`, `merchant`, `category` and `processing_time_ms`, for this build
 //! (the RNG algorithm is pinned by `Cargo.lock`); a UUIDv7 `tx_id` also holds the
 //! timestamp, so it repeats only for the same timestamps. The other fields are the same
-//! sequence whichever kind of id is made. `timestamp` is the wall-clock time
-//! passed to [`Generator::next_at`], so it is not reproduced; the producer uses the time of
-//! generation.
+//! sequence whichever kind of id is made. `timestamp` is the time passed to
+//! [`Generator::next_at`]: live, the time of generation (not reproduced); in a backfill,
+//! the simulated clock's ([`crate::backfill`]), reproduced by its own seed.
 //!
 //! # Transaction ids
 //! Random UUIDv4 by default, as the seed's generator makes them. [`TxIds::V7`] makes
