@@ -1198,3 +1198,111 @@ async fn a_backfill_with_labelled_anomalies_lands_each_transaction_once() -> any
     drop_tables(&db, &table).await?;
     Ok(())
 }
+
+/// Users who come while the producer runs transact without a restart: a new monthly file
+/// dropped into the users directory, and events of a registrations topic (a malformed
+/// event is skipped with one warning naming its offset); a user whose registration is in
+/// the future does not transact yet.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn users_added_while_running_transact_without_a_restart() -> anyhow::Result<()> {
+    let stack = stack();
+    let topic = unique("new_users");
+    let registrations = unique("registrations");
+    create_topic(&stack, &topic, 3).await?;
+    create_topic(&stack, &registrations, 2).await?;
+    let dir = tempfile::tempdir()?;
+    let users_dir = dir.path().join("users");
+    let generate = |month: &str, seed: &str| {
+        let mut cmd = command("producer", &stack);
+        cmd.args(["users", "generate", "--from", month, "--to", month])
+            .args(["--per-month", "20", "--seed", seed, "--out"])
+            .arg(&users_dir);
+        async move {
+            let out = tokio::time::timeout(Duration::from_secs(60), cmd.output()).await??;
+            anyhow::ensure!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            anyhow::Ok(())
+        }
+    };
+    generate("2025-01", "1").await?;
+    let child = command("producer", &stack)
+        .args(["--topic", &topic, "--rate", "200", "--users-rescan", "0.5"])
+        .args(["--registrations-topic", &registrations, "--users"])
+        .arg(&users_dir)
+        .spawn()?;
+    wait_for_published(&stack, &topic, 100, Duration::from_secs(60)).await?;
+
+    // a new month's file, and registration events (one malformed, one in the future)
+    generate("2025-02", "2").await?;
+    let from_file: std::collections::HashSet<_> =
+        txn_model::load_users(&users_dir.join("users_2025_02.csv"))?
+            .ids
+            .into_iter()
+            .collect();
+    let registered: Vec<uuid::Uuid> = (0..10).map(|_| uuid::Uuid::new_v4()).collect();
+    let future = uuid::Uuid::new_v4();
+    let mut events: Vec<Record> = registered
+        .iter()
+        .map(|id| {
+            Record::payload(format!(
+                r#"{{"user_id":"{id}","first_name":"Ana","registration_date":"2025-06-01","country":"JP"}}"#
+            ))
+        })
+        .collect();
+    events.insert(3, Record::payload("not an event"));
+    events.push(Record::payload(format!(
+        r#"{{"user_id":"{future}","registration_date":"2999-01-01"}}"#
+    )));
+    produce_records(&stack, &registrations, 0, &events).await?;
+
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
+    let (mut seen_file, mut seen_events) = (0, 0);
+    while (seen_file == 0 || seen_events == 0) && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let txs = decode_all(&read_topic(&stack, &topic).await?);
+        assert!(
+            txs.iter().all(|t| t.user_id != future),
+            "a user before registering"
+        );
+        seen_file = txs
+            .iter()
+            .filter(|t| from_file.contains(&t.user_id))
+            .count();
+        let from_events: Vec<_> = txs
+            .iter()
+            .filter(|t| registered.contains(&t.user_id))
+            .collect();
+        seen_events = from_events.len();
+        // their country came with them: Japanese users pay in yen but for the foreign share
+        if seen_events >= 20 {
+            let yen = from_events
+                .iter()
+                .filter(|t| t.currency.as_str() == "JPY")
+                .count();
+            assert!(yen * 2 > seen_events, "{yen} of {seen_events} in JPY");
+        }
+    }
+    terminate(&child);
+    let out = wait_for_exit(child).await?;
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{text}");
+    assert!(
+        seen_file > 0 && seen_events > 0,
+        "{seen_file} from the file, {seen_events} from events: {text}"
+    );
+    let log = json_log(&out.stderr)?;
+    let skipped: Vec<_> = log
+        .iter()
+        .filter(|l| {
+            l["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("skipped a registration event"))
+        })
+        .collect();
+    assert_eq!(skipped.len(), 1, "{text}");
+    assert_eq!(skipped[0]["offset"], 3, "{}", skipped[0]);
+    Ok(())
+}

@@ -35,6 +35,17 @@ pub struct Args {
     #[arg(long, env = "USERS_CSV_PATH", default_value = "data/users")]
     pub users: PathBuf,
 
+    /// Seconds between two looks at the users directory for new monthly files (or files
+    /// that grew), whose users then join without a restart; 0: never (live runs only).
+    #[arg(long, env = "PRODUCER_USERS_RESCAN_SECS", default_value_t = 10.0, value_parser = non_negative_secs)]
+    pub users_rescan: f64,
+
+    /// A topic of user registration events (JSON: user_id, registration_date, country, as
+    /// the users files' columns), read from its beginning; its users join as they
+    /// register (live runs only) [default: off].
+    #[arg(long, env = "PRODUCER_REGISTRATIONS_TOPIC", conflicts_with = "from")]
+    pub registrations_topic: Option<String>,
+
     /// Seconds between two messages (ignored when --rate is given).
     #[arg(long, env = "PRODUCER_INTERVAL_SECS", default_value_t = 10.0, value_parser = positive_secs)]
     pub interval: f64,
@@ -203,6 +214,9 @@ impl Args {
             arrivals: self.arrivals,
             backfill,
             anomalies,
+            users_rescan: (self.users_rescan > 0.0)
+                .then(|| Duration::from_secs_f64(self.users_rescan)),
+            registrations_topic: self.registrations_topic.filter(|t| !t.is_empty()),
             count: self.count,
             seed: self.seed,
             tx_ids: self.tx_ids,
@@ -226,6 +240,13 @@ fn positive_secs(s: &str) -> Result<f64, String> {
     match s.parse::<f64>() {
         Ok(v) if v > 0.0 && v.is_finite() => Ok(v),
         _ => Err(format!("{s:?} is not a positive number of seconds")),
+    }
+}
+
+fn non_negative_secs(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v >= 0.0 && v.is_finite() => Ok(v),
+        _ => Err(format!("{s:?} is not a number of seconds (0 for never)")),
     }
 }
 

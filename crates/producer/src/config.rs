@@ -106,6 +106,10 @@ pub struct ProducerConfig {
     pub pace: Pace,
     /// Fixed or Poisson gaps around the pace.
     pub arrivals: Arrivals,
+    /// Live, how often to look for new users files in the users directory (`None`: never).
+    pub users_rescan: Option<Duration>,
+    /// Live, a topic of user registration events whose users join as they come.
+    pub registrations_topic: Option<String>,
     /// A backfill instead of real time (then `pace` is unlimited).
     pub backfill: Option<BackfillRange>,
     /// Each kind of anomaly's rate (all 0: none).
@@ -146,6 +150,8 @@ impl Default for ProducerConfig {
             users_path: PathBuf::from("data/users"),
             pace: Pace::Interval(Duration::from_secs(10)),
             arrivals: Arrivals::default(),
+            users_rescan: Some(Duration::from_secs(10)),
+            registrations_topic: None,
             backfill: None,
             anomalies: txn_model::anomaly::Rates::default(),
             count: None,

@@ -18,6 +18,7 @@ pub mod config;
 pub mod metrics;
 pub mod pacing;
 pub mod publisher;
+pub mod registrations;
 pub mod source;
 pub mod stats;
 
@@ -125,9 +126,9 @@ pub async fn run_with(
     }
     .with_tx_ids(config.tx_ids.into())
     .with_foreign_share(config.foreign_share);
+    let mut source = source(&config, generator, &users, &shutdown)?;
     // the generator holds what it needs of them
     drop(users);
-    let mut source = source(&config, generator)?;
     if config.dry_run {
         return dry_run(&config, &mut source, &shutdown).await;
     }
@@ -311,14 +312,33 @@ async fn progress(stats: Arc<stats::Stats>) {
 }
 
 /// The messages to send: live, or the backfill of `config.backfill`.
-fn source(config: &ProducerConfig, generator: Generator) -> Result<source::Source, Error> {
+fn source(
+    config: &ProducerConfig,
+    generator: Generator,
+    users: &txn_model::Users,
+    shutdown: &CancellationToken,
+) -> Result<source::Source, Error> {
     let injector =
         txn_model::anomaly::Injector::new(config.anomalies, config.tx_ids.into(), config.seed);
     let Some(b) = &config.backfill else {
+        let watch = config
+            .users_rescan
+            .filter(|_| config.users_path.is_dir())
+            .map(|every| source::Watch {
+                watcher: txn_model::users::Watcher::new(&config.users_path, users),
+                every,
+                next: tokio::time::Instant::now() + every,
+            });
+        let registrations = match &config.registrations_topic {
+            Some(topic) => Some(registrations::spawn(config, topic, shutdown.clone())?),
+            None => None,
+        };
         return Ok(source::Source::Live(Box::new(source::Live {
             generator,
             injector,
             pacer: pacing::Pacer::new(config.pace, config.arrivals, config.seed),
+            watch,
+            registrations,
         })));
     };
     let schedule = txn_model::backfill::Schedule::new(

@@ -263,6 +263,8 @@ pub struct Generator {
     pick_day: Option<chrono::NaiveDate>,
     /// Share of a user with a home currency's transactions paid in another.
     foreign_share: f64,
+    /// The ids of `users`, once users are added while it runs.
+    known: std::collections::HashSet<Uuid>,
     currency: WeightedIndex<u32>,
     /// For each home currency, the mix without it.
     abroad: Vec<WeightedIndex<u32>>,
@@ -426,6 +428,7 @@ impl Generator {
             registered,
             pick_day,
             foreign_share: DEFAULT_FOREIGN_SHARE,
+            known: std::collections::HashSet::new(),
             currency,
             abroad,
             amounts,
@@ -474,6 +477,66 @@ impl Generator {
                 n => by_day[n - 1].1,
             }
         }
+    }
+
+    /// Adds users while it runs (from a new users file, or registration events); ids it
+    /// has already are left as they are. A user registering after today transacts from
+    /// that day on. Returns how many were added.
+    pub fn add_users(&mut self, users: &crate::Users) -> usize {
+        if self.known.is_empty() {
+            self.known = self.users.iter().copied().collect();
+        }
+        let before = self.users.len();
+        let mut fresh = crate::Users {
+            ids: Vec::new(),
+            attributes: Vec::new(),
+            files: Vec::new(),
+            skipped: Vec::new(),
+            duplicates: 0,
+        };
+        for (i, id) in users.ids.iter().enumerate() {
+            if self.known.insert(*id) {
+                fresh.ids.push(*id);
+                fresh
+                    .attributes
+                    .push(users.attributes.get(i).cloned().unwrap_or_default());
+            }
+        }
+        let users = &fresh;
+        if users.ids.is_empty() {
+            return 0;
+        }
+        let dated = users.attributes.iter().any(|a| a.registered.is_some());
+        if dated && self.registered.is_empty() {
+            self.registered = vec![None; self.users.len()];
+        }
+        for (i, id) in users.ids.iter().enumerate() {
+            let attributes = users.attributes.get(i);
+            let country = attributes.and_then(|a| a.country.as_deref());
+            self.users.push(*id);
+            self.profiles.push(Profile::of(*id, country));
+            if !self.registered.is_empty() {
+                self.registered.push(attributes.and_then(|a| a.registered));
+            }
+        }
+        if self.registered.is_empty() {
+            // Invariant: log-normal activities are finite and positive.
+            self.pick =
+                WeightedIndex::new(self.profiles.iter().map(|p| p.activity)).expect("activities");
+        } else {
+            let day = self.pick_day.unwrap_or_else(|| Utc::now().date_naive());
+            // none registered yet by `day` (only future users so far): the last pick stays
+            if let Some(pick) = eligible(&self.profiles, &self.registered, day) {
+                self.pick = pick;
+            }
+            self.pick_day = Some(day);
+        }
+        self.users.len() - before
+    }
+
+    /// The number of users.
+    pub fn users(&self) -> usize {
+        self.users.len()
     }
 
     /// The profile of each user, in the order given.
@@ -851,6 +914,50 @@ mod tests {
         // users without a date always transact
         let g = Generator::new(users(3), Some(1)).unwrap();
         assert_eq!(g.pick_day, None);
+    }
+
+    /// Users added while it runs transact (by their profiles), those registering later
+    /// only from their day; undated lists gain dates without losing their users.
+    #[test]
+    fn added_users_transact_from_their_registration_day() {
+        let day = |s: &str| chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d").unwrap();
+        let mut g = Generator::new(users(5), Some(2)).unwrap();
+        let mut more = users_of(&["JP"], 10);
+        more.ids = (0..10).map(|i| Uuid::from_u128(0x9_0000 + i)).collect();
+        for (i, a) in more.attributes.iter_mut().enumerate() {
+            // half registered before mid-August, half a month later
+            a.registered = Some(if i < 5 {
+                day("2025-08-01")
+            } else {
+                day("2025-09-15")
+            });
+        }
+        assert_eq!(g.add_users(&more), 10);
+        assert_eq!(g.users(), 15);
+        assert_eq!(g.add_users(&more), 0, "known ids are not added twice");
+        let (mut old, mut added, mut yen) = (0, 0, 0);
+        for _ in 0..3_000 {
+            let tx = g.next_at(at());
+            match more.ids.iter().position(|u| *u == tx.user_id) {
+                Some(i) => {
+                    assert!(i < 5, "a user before registering: {tx:?}");
+                    yen += usize::from(tx.currency.as_str() == "JPY");
+                    added += 1;
+                }
+                None => old += 1,
+            }
+        }
+        assert!(old > 300 && added > 300, "{old} old, {added} added");
+        // their profiles come from their attributes: Japanese users pay in yen (90 %)
+        assert!(yen * 100 > added * 85, "{yen} of {added} in JPY");
+        let october = DateTime::parse_from_rfc3339("2025-10-01T08:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        let later = (0..3_000)
+            .map(|_| g.next_at(october).user_id)
+            .filter(|u| more.ids[5..].contains(u))
+            .count();
+        assert!(later > 300, "{later}");
     }
 
     #[test]

@@ -41,6 +41,27 @@ pub struct UserAttributes {
     pub registered: Option<chrono::NaiveDate>,
 }
 
+impl UserAttributes {
+    /// From a `country` and a `registration_date` as text: a value that is not a two-letter
+    /// code or a `YYYY-MM-DD` date counts as absent (a date may go on with a time, as in
+    /// `2025-08-03T10:00:00Z`).
+    pub fn from_fields(country: Option<&str>, registered: Option<&str>) -> UserAttributes {
+        let country = country
+            .map(str::trim)
+            .filter(|c| c.len() == 2 && c.bytes().all(|b| b.is_ascii_alphabetic()))
+            .map(str::to_ascii_uppercase);
+        let registered = registered
+            .map(str::trim)
+            .filter(|d| d.len() == 10 || d.as_bytes().get(10).is_some_and(|b| b"T ".contains(b)))
+            .and_then(|d| d.get(..10))
+            .and_then(|d| chrono::NaiveDate::parse_from_str(d, "%Y-%m-%d").ok());
+        UserAttributes {
+            country,
+            registered,
+        }
+    }
+}
+
 /// A row that carried no usable user id.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SkippedRow {
@@ -166,6 +187,90 @@ pub fn load_users(path: &Path) -> Result<Users, UsersError> {
     Ok(users)
 }
 
+/// Watches a users directory for users added while the producer runs: new monthly files
+/// dropped there, or files that grew. A file is read once it is complete: it ends with a
+/// line break, or it stopped changing between two looks (a file copied in place is read
+/// when the copy is done, not half-way).
+#[derive(Debug)]
+pub struct Watcher {
+    dir: PathBuf,
+    /// Each file's length and modification time when last read (or last seen unfinished).
+    files: std::collections::HashMap<PathBuf, (u64, Option<std::time::SystemTime>, bool)>,
+    seen: HashSet<Uuid>,
+}
+
+impl Watcher {
+    /// A watcher of `dir`, which `users` were loaded from.
+    pub fn new(dir: &Path, users: &Users) -> Watcher {
+        let files = users
+            .files
+            .iter()
+            .filter_map(|f| Some((f.clone(), (stamp(f)?.0, stamp(f)?.1, true))))
+            .collect();
+        Watcher {
+            dir: dir.to_owned(),
+            files,
+            seen: users.ids.iter().copied().collect(),
+        }
+    }
+
+    /// The users of new or changed files since the last look (none: empty `ids`), with the
+    /// rows skipped in them, and what could not be read: the directory listing, or a file
+    /// (each reported once, and read again when it changes).
+    pub fn rescan(&mut self) -> (Users, Vec<UsersError>) {
+        let mut users = Users {
+            ids: Vec::new(),
+            attributes: Vec::new(),
+            files: Vec::new(),
+            skipped: Vec::new(),
+            duplicates: 0,
+        };
+        let files = match csv_files_in(&self.dir) {
+            Ok(files) => files,
+            Err(UsersError::NoCsvFiles(_)) => return (users, Vec::new()),
+            Err(e) => return (users, vec![e]),
+        };
+        let mut errors = Vec::new();
+        for file in files {
+            let Some((len, modified, complete)) = stamp(&file) else {
+                continue;
+            };
+            let last = self.files.get(&file).copied();
+            if last.is_some_and(|(l, m, done)| done && l == len && m == modified) {
+                continue;
+            }
+            // unfinished and still changing: looked at again next time
+            let settled = last.is_some_and(|(l, m, _)| l == len && m == modified);
+            if !complete && !settled {
+                self.files.insert(file, (len, modified, false));
+                continue;
+            }
+            self.files.insert(file.clone(), (len, modified, true));
+            match read_file(&file, &mut users, &mut self.seen) {
+                Ok(()) => users.files.push(file),
+                Err(e) => errors.push(e),
+            }
+        }
+        (users, errors)
+    }
+}
+
+/// A file's length, modification time and whether it ends with a line break.
+fn stamp(path: &Path) -> Option<(u64, Option<std::time::SystemTime>, bool)> {
+    use std::io::{Read, Seek, SeekFrom};
+    let meta = std::fs::metadata(path).ok()?;
+    let len = meta.len();
+    let mut last = [0u8; 1];
+    let complete = len == 0
+        || std::fs::File::open(path)
+            .and_then(|mut f| {
+                f.seek(SeekFrom::End(-1))?;
+                f.read_exact(&mut last)
+            })
+            .is_ok_and(|()| last[0] == b'\n');
+    Some((len, meta.modified().ok(), complete))
+}
+
 fn csv_files_in(dir: &Path) -> Result<Vec<PathBuf>, UsersError> {
     let dir_err = |source| UsersError::Dir {
         path: dir.to_owned(),
@@ -239,17 +344,10 @@ fn read_file(path: &Path, users: &mut Users, seen: &mut HashSet<Uuid>) -> Result
             Ok(id) => {
                 if seen.insert(id) {
                     users.ids.push(id);
-                    let country = country
-                        .and_then(|c| record.get(c))
-                        .filter(|c| c.len() == 2 && c.bytes().all(|b| b.is_ascii_alphabetic()))
-                        .map(str::to_ascii_uppercase);
-                    let registered = registered
-                        .and_then(|c| record.get(c))
-                        .and_then(|d| chrono::NaiveDate::parse_from_str(d, "%Y-%m-%d").ok());
-                    users.attributes.push(UserAttributes {
-                        country,
-                        registered,
-                    });
+                    users.attributes.push(UserAttributes::from_fields(
+                        country.and_then(|c| record.get(c)),
+                        registered.and_then(|c| record.get(c)),
+                    ));
                 } else {
                     users.duplicates += 1;
                 }
@@ -407,5 +505,77 @@ mod tests {
         assert!(users.ids.len() >= 100, "{} users", users.ids.len());
         assert!(users.files.len() >= 3);
         assert!(users.skipped.is_empty(), "{:?}", users.skipped_summary());
+    }
+
+    /// New files and grown files are picked up, each user once; a file still being written
+    /// (no final line break) waits until it is complete or stops changing; an unreadable
+    /// file is reported once and read again when it changes.
+    #[test]
+    fn the_watcher_picks_up_new_users_once_and_waits_for_whole_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        file(
+            d,
+            "users_2025_01.csv",
+            format!("user_id,country\n{A},DE\n").as_bytes(),
+        );
+        let users = load_users(d).unwrap();
+        let mut w = Watcher::new(d, &users);
+        let (new, errors) = w.rescan();
+        assert!(new.ids.is_empty() && errors.is_empty());
+
+        // a new month, with one known user again
+        file(
+            d,
+            "users_2025_02.csv",
+            format!("user_id,country\n{B},FR\n{A},DE\n").as_bytes(),
+        );
+        let (new, errors) = w.rescan();
+        assert_eq!((ids(&new), errors.len()), (vec![B.to_owned()], 0));
+        assert_eq!(new.attributes[0].country.as_deref(), Some("FR"));
+        assert!(w.rescan().0.ids.is_empty(), "read once");
+
+        // half-written: the last line has no line break yet
+        let partial = format!("user_id,registration_date\n{C},2025-0");
+        file(d, "users_2025_03.csv", partial.as_bytes());
+        assert!(w.rescan().0.ids.is_empty(), "still being written");
+        file(
+            d,
+            "users_2025_03.csv",
+            format!("user_id,registration_date\n{C},2025-03-09\n").as_bytes(),
+        );
+        let (new, _) = w.rescan();
+        assert_eq!(ids(&new), vec![C.to_owned()]);
+        assert_eq!(
+            new.attributes[0].registered,
+            chrono::NaiveDate::from_ymd_opt(2025, 3, 9)
+        );
+
+        // a file without a final line break that stopped changing is read at the next look
+        let d4 = "8c3fbd61-4e50-4f81-9c23-d4e5f6a7b8c9";
+        file(d, "users_2025_04.csv", format!("user_id\n{d4}").as_bytes());
+        assert!(w.rescan().0.ids.is_empty());
+        assert_eq!(ids(&w.rescan().0), vec![d4.to_owned()]);
+
+        // a file that grew: only its new users
+        let e5 = "9d40ce72-5f61-4a92-8d34-e5f6a7b8c9d0";
+        file(
+            d,
+            "users_2025_02.csv",
+            format!("user_id\n{B}\n{e5}\n").as_bytes(),
+        );
+        assert_eq!(ids(&w.rescan().0), vec![e5.to_owned()]);
+
+        // unreadable: reported once
+        file(d, "users_2025_05.csv", b"name,email\nx,y\n");
+        let (new, errors) = w.rescan();
+        assert!(new.ids.is_empty());
+        assert_eq!(errors.len(), 1);
+        assert!(
+            errors[0].to_string().contains("no user_id column"),
+            "{}",
+            errors[0]
+        );
+        assert!(w.rescan().1.is_empty(), "reported once");
     }
 }
