@@ -43,6 +43,9 @@ const COLORS: [RGBColor; 7] = [
 
 type Plot = Result<(), Box<dyn std::error::Error>>;
 
+/// One image: its file name and what draws it.
+type Figure<'a> = (&'static str, &'a dyn Fn(&std::path::Path) -> Plot);
+
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let users = txn_model::load_users(&args.users)?;
@@ -93,7 +96,7 @@ fn main() -> anyhow::Result<()> {
     );
     std::fs::create_dir_all(&args.out)?;
     println!("{n} transactions, {} users", users.ids.len());
-    let plots: [(&str, &dyn Fn(&std::path::Path) -> Plot); 4] = [
+    let plots: [Figure<'_>; 4] = [
         ("data-amounts.svg", &|p| {
             draw_amounts(p, &mut amounts.clone())
         }),
