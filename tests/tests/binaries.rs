@@ -1141,11 +1141,15 @@ async fn a_backfill_with_labelled_anomalies_lands_each_transaction_once() -> any
     );
 
     let messages = read_topic_with_headers(&stack, &topic).await?;
-    assert_eq!(messages.len(), COUNT);
+    // COUNT ordinary transactions over the whole range (late ones among them), the
+    // anomalies' messages on top
+    assert!(messages.len() > COUNT, "{}", messages.len());
+    let end = chrono::NaiveDate::from_ymd_opt(2025, 3, 1).expect("a day");
     let mut by_partition: HashMap<uuid::Uuid, Vec<(i64, &str)>> = HashMap::new();
     let mut kinds: HashMap<String, usize> = HashMap::new();
     let mut distinct = std::collections::HashSet::new();
     let mut produced = Vec::new();
+    let mut ordinary = 0;
     for (payload, headers) in &messages {
         let tx = txn_model::Transaction::from_json(payload)?;
         assert!(
@@ -1159,6 +1163,10 @@ async fn a_backfill_with_labelled_anomalies_lands_each_transaction_once() -> any
                 .map(|(_, v)| v.as_str())
         };
         let kind = header("anomaly");
+        assert!(tx.timestamp.date_naive() < end, "after --to: {tx:?}");
+        if kind.is_none_or(|k| k == "late") {
+            ordinary += 1;
+        }
         if let Some(kind) = kind {
             *kinds.entry(kind.to_owned()).or_default() += 1;
             header("anomaly_episode")
@@ -1187,6 +1195,13 @@ async fn a_backfill_with_labelled_anomalies_lands_each_transaction_once() -> any
             produced.push(tx);
         }
     }
+    assert_eq!(ordinary, COUNT);
+    // the last days of the range are there too
+    assert!(
+        produced
+            .iter()
+            .any(|t| t.timestamp.date_naive() == end.pred_opt().expect("a day"))
+    );
     for kind in [
         "card_testing",
         "account_takeover",
@@ -1219,7 +1234,7 @@ async fn a_backfill_with_labelled_anomalies_lands_each_transaction_once() -> any
             report.dead_letters
         ),
         (
-            COUNT as u64,
+            messages.len() as u64,
             produced.len() as u64,
             kinds["duplicate"] as u64,
             0

@@ -37,13 +37,13 @@ pub struct Args {
 
     /// Seconds between two looks at the users directory for new monthly files (or files
     /// that grew), whose users then join without a restart; 0: never (live runs only).
-    #[arg(long, env = "PRODUCER_USERS_RESCAN_SECS", default_value_t = 10.0, value_parser = non_negative_secs)]
+    #[arg(long, env = "PRODUCER_USERS_RESCAN_SECS", default_value_t = 10.0, value_parser = rescan_secs)]
     pub users_rescan: f64,
 
     /// A topic of user registration events (JSON: user_id, registration_date, country, as
     /// the users files' columns), read from its beginning; its users join as they
-    /// register (live runs only) [default: off].
-    #[arg(long, env = "PRODUCER_REGISTRATIONS_TOPIC", conflicts_with = "from")]
+    /// register (live runs only; a backfill or a dry run does not read it) [default: off].
+    #[arg(long, env = "PRODUCER_REGISTRATIONS_TOPIC")]
     pub registrations_topic: Option<String>,
 
     /// Seconds between two messages (ignored when --rate is given).
@@ -54,15 +54,16 @@ pub struct Args {
     #[arg(long, env = "PRODUCER_RATE", value_parser = non_negative)]
     pub rate: Option<f64>,
 
-    /// Gaps between messages: all equal (fixed) or exponential with the same mean
-    /// (poisson, as independent customers arrive).
+    /// Gaps between messages, live: all equal (fixed) or exponential with the same mean
+    /// (poisson, as independent customers arrive). A backfill's times are always random.
     #[arg(long, env = "PRODUCER_ARRIVALS", value_enum, default_value_t = Arrivals::Fixed)]
     pub arrivals: Arrivals,
 
     /// Backfill from this day (YYYY-MM-DD, 00:00 UTC): historical transactions on a
     /// simulated clock, as fast as Kafka takes them, until the end of --to. With --count N,
-    /// N transactions spread over the range; otherwise the pace (--rate, --interval) is the
-    /// simulated clock's mean rate. Needs --to.
+    /// N transactions spread over the range (anomalies add their messages to them);
+    /// otherwise the pace (--rate, --interval) is the simulated clock's mean rate. Needs
+    /// --to.
     #[arg(long, env = "PRODUCER_FROM", value_parser = txn_model::backfill::parse_day, requires = "to")]
     pub from: Option<chrono::NaiveDate>,
 
@@ -79,6 +80,7 @@ pub struct Args {
 
     /// Stop after sending this many messages, then wait for their delivery reports (default:
     /// run until Ctrl-C). The final report says how many were delivered and how many failed.
+    /// In a backfill: this many transactions over the range (see --from).
     #[arg(long, env = "PRODUCER_COUNT")]
     pub count: Option<u64>,
 
@@ -243,10 +245,12 @@ fn positive_secs(s: &str) -> Result<f64, String> {
     }
 }
 
-fn non_negative_secs(s: &str) -> Result<f64, String> {
+fn rescan_secs(s: &str) -> Result<f64, String> {
     match s.parse::<f64>() {
-        Ok(v) if v >= 0.0 && v.is_finite() => Ok(v),
-        _ => Err(format!("{s:?} is not a number of seconds (0 for never)")),
+        Ok(v) if v == 0.0 || (v >= 0.1 && v.is_finite()) => Ok(v),
+        _ => Err(format!(
+            "{s:?} is not a number of seconds from 0.1 (or 0 for never)"
+        )),
     }
 }
 

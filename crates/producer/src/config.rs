@@ -180,6 +180,15 @@ impl ProducerConfig {
         }
     }
 
+    /// The most messages to send: `count` live; none in a backfill, whose schedule makes
+    /// `count` ordinary transactions and ends by itself (anomalies add messages to them).
+    pub fn message_limit(&self) -> Option<u64> {
+        match self.backfill {
+            Some(_) => None,
+            None => self.count,
+        }
+    }
+
     /// Whether each delivery is worth its own log line (slow paces) or only counted.
     pub fn logs_each_delivery(&self) -> bool {
         match self.pace {

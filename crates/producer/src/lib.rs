@@ -161,11 +161,11 @@ pub async fn run_with(
     // An enqueue error ends generation, but the messages already in flight are still
     // drained below before the error is returned: none is left to `Drop`.
     let mut enqueue_error = None;
-    while config.count.is_none_or(|n| sent < n) {
+    while config.message_limit().is_none_or(|n| sent < n) {
         beat();
         let next = tokio::select! {
             _ = shutdown.cancelled() => break,
-            next = source.next() => next,
+            next = source.next_alive(&beat) => next,
         };
         // a backfill that is done
         let Some(out) = next else { break };
@@ -330,6 +330,10 @@ fn source(
                 next: tokio::time::Instant::now() + every,
             });
         let registrations = match &config.registrations_topic {
+            Some(topic) if config.dry_run => {
+                info!(topic = %topic, "a dry run reads no Kafka topic: the registrations topic is not read");
+                None
+            }
             Some(topic) => Some(registrations::spawn(config, topic, shutdown.clone())?),
             None => None,
         };
@@ -341,6 +345,9 @@ fn source(
             registrations,
         })));
     };
+    if let Some(topic) = &config.registrations_topic {
+        info!(topic = %topic, "a backfill takes its users from the users files: the registrations topic is not read");
+    }
     let schedule = txn_model::backfill::Schedule::new(
         (b.from, b.to),
         b.per_second,
@@ -369,7 +376,7 @@ async fn dry_run(
     let mut sent = 0u64;
     // paced lines appear as they are made; unpaced ones (and a backfill's) are buffered
     let flush_each = config.pace != Pace::Unlimited;
-    while config.count.is_none_or(|n| sent < n) {
+    while config.message_limit().is_none_or(|n| sent < n) {
         let next = tokio::select! {
             _ = shutdown.cancelled() => break,
             n = source.next() => n,

@@ -1,6 +1,8 @@
 //! Users who register while the producer runs: the events of a `user_registrations` topic
 //! (the seed's "production alternative" to the monthly files), read from the beginning on
-//! every start (the producer keeps no state), handed to the generator in batches.
+//! every start (the producer keeps no state). The consumer takes every partition itself
+//! (it joins no group, commits nothing, and no rebalance makes it read the topic twice);
+//! partitions added while it runs are not read until a restart.
 //!
 //! An event is a JSON object with the users files' columns: `user_id` (a UUID, required),
 //! `registration_date` (`YYYY-MM-DD`, or a timestamp starting with one) and `country` (a
@@ -13,6 +15,7 @@ use rdkafka::ClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{Consumer, ConsumerContext, StreamConsumer};
 use rdkafka::message::Message;
+use rdkafka::{Offset, TopicPartitionList};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
@@ -75,11 +78,9 @@ pub fn spawn(
     client
         .set("bootstrap.servers", &config.bootstrap_servers)
         .set("client.id", "txn-producer-registrations")
-        // a group of its own each run, nothing committed: every start reads all events
-        .set(
-            "group.id",
-            format!("txn-producer-registrations-{}", uuid::Uuid::new_v4()),
-        )
+        // librdkafka's consumer needs a group, though with its partitions assigned it never
+        // joins it, and it commits nothing: a fixed name an ACL can allow
+        .set("group.id", "txn-producer-registrations")
         .set("enable.auto.commit", "false")
         .set("auto.offset.reset", "earliest");
     // the same security settings as the producer (the -K options that a consumer takes)
@@ -93,14 +94,17 @@ pub fn spawn(
     let consumer: StreamConsumer<Context> = client
         .create_with_context(Context)
         .map_err(|e| PublishError::Config(txn_runtime::kafka::config_error(&e)))?;
-    consumer
-        .subscribe(&[topic])
-        .map_err(|e| PublishError::Config(e.to_string()))?;
-    let (tx, rx) = mpsc::channel(64);
+    let consumer = std::sync::Arc::new(consumer);
+    let (tx, rx) = mpsc::channel(1024);
     let topic = topic.to_owned();
     tokio::spawn(async move {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            () = assign_all(&consumer, &topic) => {}
+        }
         info!(topic = %topic, "reading user registrations");
         let (mut events, mut skipped) = (0u64, 0u64);
+        let mut backoff = Duration::from_secs(1);
         loop {
             let m = tokio::select! {
                 _ = stop.cancelled() => break,
@@ -109,11 +113,16 @@ pub fn spawn(
             let m = match m {
                 Ok(m) => m,
                 Err(e) => {
-                    warn!(error = %e, topic = %topic, "cannot read user registrations; retrying");
-                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    warn!(error = %e, topic = %topic, "cannot read user registrations; retrying in {backoff:?}");
+                    tokio::select! {
+                        _ = stop.cancelled() => break,
+                        _ = tokio::time::sleep(backoff) => {}
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(60));
                     continue;
                 }
             };
+            backoff = Duration::from_secs(1);
             match parse(m.payload().unwrap_or_default()) {
                 Ok(users) => {
                     events += 1;
@@ -136,6 +145,49 @@ pub fn spawn(
         info!(events, skipped, "stopped reading user registrations");
     });
     Ok(rx)
+}
+
+/// Takes every partition of `topic` from its beginning, once the topic is there (looked for
+/// every 10 s, a missing topic or a failed look reported once each).
+async fn assign_all(consumer: &std::sync::Arc<StreamConsumer<Context>>, topic: &str) {
+    let mut reported = None;
+    loop {
+        let probe = consumer.clone();
+        let name = topic.to_owned();
+        let looked = tokio::task::spawn_blocking(move || {
+            let meta = probe.fetch_metadata(Some(&name), Duration::from_secs(10))?;
+            let mut partitions = TopicPartitionList::new();
+            for t in meta
+                .topics()
+                .iter()
+                .filter(|t| t.name() == name && t.error().is_none())
+            {
+                for p in t.partitions() {
+                    partitions.add_partition_offset(&name, p.id(), Offset::Beginning)?;
+                }
+            }
+            Ok::<_, rdkafka::error::KafkaError>(partitions)
+        })
+        .await;
+        let problem = match looked {
+            Ok(Ok(partitions)) if partitions.count() > 0 => match consumer.assign(&partitions) {
+                Ok(()) => return,
+                Err(e) => format!("cannot read the registrations topic {topic}: {e}"),
+            },
+            Ok(Ok(_)) => format!(
+                "registrations topic {topic} does not exist (yet): looking again every 10 s; create it or fix --registrations-topic"
+            ),
+            Ok(Err(e)) => format!(
+                "cannot look up the registrations topic {topic}: {e}; looking again every 10 s"
+            ),
+            Err(e) => format!("cannot look up the registrations topic {topic}: {e}"),
+        };
+        if reported.as_ref() != Some(&problem) {
+            warn!("{problem}");
+            reported = Some(problem);
+        }
+        tokio::time::sleep(Duration::from_secs(10)).await;
+    }
 }
 
 /// Producer properties a consumer refuses or does not need.

@@ -2,6 +2,8 @@
 //! backfill (the simulated clock, as fast as Kafka takes them), with the anomalies'
 //! messages (held until their time) merged in either way.
 
+use std::task::Poll;
+
 use chrono::Utc;
 use tokio::time::Instant;
 use tracing::{info, warn};
@@ -46,6 +48,13 @@ pub struct Watch {
     pub next: Instant,
 }
 
+/// Most registrations taken between two messages.
+const REGISTRATIONS_BATCH: usize = 50_000;
+
+/// Most anomaly messages held live: past it, generation waits for the next to be due
+/// (late messages are held minutes to hours; this bounds their memory to some 50 MB).
+const MAX_HELD: usize = 100_000;
+
 impl Live {
     /// Adds the users that came since the last message: new users files, registrations.
     fn take_new_users(&mut self) {
@@ -71,10 +80,16 @@ impl Live {
             }
         }
         if let Some(rx) = &mut self.registrations {
-            let mut added = 0;
-            while let Ok(users) = rx.try_recv() {
-                added += self.generator.add_users(&users);
+            // one batch (the generator's pick is rebuilt once per batch), bounded so that
+            // a backlog does not hold up sending
+            let mut batch = txn_model::Users::default();
+            while batch.ids.len() < REGISTRATIONS_BATCH
+                && let Ok(users) = rx.try_recv()
+            {
+                batch.ids.extend(users.ids);
+                batch.attributes.extend(users.attributes);
             }
+            let added = self.generator.add_users(&batch);
             if added > 0 {
                 info!(
                     event = "users",
@@ -88,6 +103,24 @@ impl Live {
 }
 
 impl Source {
+    /// [`Source::next`], calling `alive` every 10 s while it waits: late messages can hold
+    /// the next one back for long, and the send loop is then waiting, not stalled.
+    pub async fn next_alive(&mut self, alive: &(dyn Fn() + Sync)) -> Option<Outgoing> {
+        let mut next = std::pin::pin!(self.next());
+        // most messages are due at once: no timer for them
+        let first = std::future::poll_fn(|cx| Poll::Ready(next.as_mut().poll(cx))).await;
+        if let Poll::Ready(out) = first {
+            return out;
+        }
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(10));
+        loop {
+            tokio::select! {
+                out = &mut next => return out,
+                _ = tick.tick() => alive(),
+            }
+        }
+    }
+
     /// The next message, once it is due (live: waits for it); `None` when a backfill is
     /// done.
     ///
@@ -110,7 +143,7 @@ impl Source {
             if let Some(held) = injector.next_due() {
                 let now = Instant::now();
                 let held_at = now + (held - Utc::now()).to_std().unwrap_or_default();
-                if held_at <= ordinary.unwrap_or(now) {
+                if held_at <= ordinary.unwrap_or(now) || injector.held() >= MAX_HELD {
                     if held_at > now {
                         tokio::time::sleep_until(held_at).await;
                     }
@@ -124,6 +157,61 @@ impl Source {
             if let Some(out) = injector.admit(generator.next_now()) {
                 return Some(out);
             }
+            // held (late): let the runtime run (a stop signal among it) before the next
+            tokio::task::yield_now().await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Arrivals, Pace};
+    use txn_model::anomaly::{Kind, Rates};
+
+    fn live(rates: Rates) -> Source {
+        let users = (0..10).map(|i| uuid::Uuid::from_u128(0x77 + i)).collect();
+        Source::Live(Box::new(Live {
+            generator: Generator::new(users, Some(1)).unwrap(),
+            injector: Injector::new(rates, txn_model::TxIds::V7, Some(1)),
+            pacer: Pacer::new(Pace::Unlimited, Arrivals::Fixed, None),
+            watch: None,
+            registrations: None,
+        }))
+    }
+
+    /// Every transaction made late (held a minute at least), at an unlimited pace: the
+    /// source lets a stop signal in while it holds them, and holds at most MAX_HELD.
+    #[tokio::test]
+    async fn held_messages_neither_block_a_stop_nor_grow_without_bound() {
+        let mut rates = Rates::default();
+        rates.set(Kind::Late, 1.0);
+        let mut source = live(rates);
+        let stop = tokio_util::sync::CancellationToken::new();
+        let stopper = stop.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            stopper.cancel();
+        });
+        tokio::select! {
+            _ = stop.cancelled() => {}
+            out = source.next() => panic!("nothing is due yet: {out:?}"),
+        }
+        let Source::Live(live) = &source else {
+            unreachable!()
+        };
+        let held = live.injector.held();
+        // a loop that never yielded would fill up to the cap before the stop got in
+        assert!(held > 0 && held < MAX_HELD, "{held} held");
+    }
+
+    /// Without anomalies, each call makes one ordinary transaction at once.
+    #[tokio::test]
+    async fn ordinary_transactions_come_one_per_call() {
+        let mut source = live(Rates::default());
+        for _ in 0..100 {
+            let out = source.next_alive(&|| {}).await.unwrap();
+            assert_eq!(out.label, None);
         }
     }
 }

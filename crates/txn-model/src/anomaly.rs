@@ -234,17 +234,31 @@ impl Injector {
                 .clamp(LATE_RANGE_MS.0, LATE_RANGE_MS.1) as i64
         });
         let sent = at + late.unwrap_or(0);
-        if self.starts(Kind::Duplicate) {
+        let duplicate = self.starts(Kind::Duplicate).then(|| {
             let delay = self.rng.random_range(0..=30_000);
-            let label = self.label(Kind::Duplicate, Some(late.unwrap_or(0) + delay));
-            self.hold(sent + delay, tx.clone(), label);
+            (
+                delay,
+                self.label(Kind::Duplicate, Some(late.unwrap_or(0) + delay)),
+            )
+        });
+        let late = late.map(|late| self.label(Kind::Late, Some(late)));
+        match (late, duplicate) {
+            (Some(late), Some((delay, label))) => {
+                // the late original is held first: on a tie it goes first
+                self.hold(sent, tx.clone(), late);
+                self.hold(sent + delay, tx, label);
+                None
+            }
+            (Some(late), None) => {
+                self.hold(sent, tx, late);
+                None
+            }
+            (None, Some((delay, label))) => {
+                self.hold(sent + delay, tx.clone(), label);
+                Some(Outgoing { tx, label: None })
+            }
+            (None, None) => Some(Outgoing { tx, label: None }),
         }
-        if let Some(late) = late {
-            let label = self.label(Kind::Late, Some(late));
-            self.hold(sent, tx, label);
-            return None;
-        }
-        Some(Outgoing { tx, label: None })
     }
 
     fn starts(&mut self, kind: Kind) -> bool {
@@ -416,6 +430,13 @@ mod tests {
             "{ordinary}"
         );
 
+        // episodes started on the last day are cut at its end
+        let end = parse_day("2025-03-31")
+            .unwrap()
+            .and_hms_opt(0, 0, 0)
+            .unwrap()
+            .and_utc();
+        assert!(out.iter().all(|o| o.tx.timestamp < end));
         let mut sent_at = i64::MIN;
         let mut seen_ids = HashSet::new();
         for o in &out {

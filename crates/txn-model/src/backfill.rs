@@ -37,6 +37,10 @@ pub const DAY_OF_WEEK: [f64; 7] = [0.92, 0.95, 0.97, 1.00, 1.12, 1.18, 0.86];
 /// The longest range a backfill takes (about 100 years of hours).
 const MAX_DAYS: i64 = 36_600;
 
+/// The most transactions a backfill makes (far beyond a run's time, well within the
+/// precision of its arithmetic).
+const MAX_TRANSACTIONS: f64 = 1e12;
+
 /// Why a backfill cannot be scheduled.
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum BackfillError {
@@ -55,6 +59,14 @@ pub enum BackfillError {
         from: NaiveDate,
         /// Last day.
         to: NaiveDate,
+    },
+    /// More transactions than a backfill makes.
+    #[error(
+        "a backfill of {expected:.0} transactions is more than {MAX_TRANSACTIONS:.0}: lower --count or the rate, or shorten the range"
+    )]
+    TooMany {
+        /// The count, or the expected number at the rate.
+        expected: f64,
     },
     /// Neither a rate nor a count: the number of transactions is unknown.
     #[error(
@@ -104,8 +116,9 @@ fn mean(w: &[f64]) -> f64 {
 enum Draw {
     /// A Poisson process: the cumulative intensity of the last arrival.
     Poisson { at: f64 },
-    /// `left` more of `n` sorted draws; `u` the last one's quantile.
-    Count { left: u64, u: f64 },
+    /// `left` more of `n` sorted draws; `log_rest` is ln(1 - u) of the last one's quantile
+    /// `u` (kept as a logarithm: precise however many draws are left).
+    Count { left: u64, log_rest: f64 },
 }
 
 /// The arrival times of a backfill, in order (see the module docs).
@@ -162,8 +175,15 @@ impl Schedule {
         if total <= 0.0 {
             return Err(BackfillError::NobodyRegistered { to });
         }
+        let expected = count.map_or(total, |n| n as f64);
+        if expected > MAX_TRANSACTIONS {
+            return Err(BackfillError::TooMany { expected });
+        }
         let draw = match count {
-            Some(n) => Draw::Count { left: n, u: 0.0 },
+            Some(n) => Draw::Count {
+                left: n,
+                log_rest: 0.0,
+            },
             None => Draw::Poisson { at: 0.0 },
         };
         let rng = match seed {
@@ -177,6 +197,11 @@ impl Schedule {
             draw,
             rng,
         })
+    }
+
+    /// The end of the range: midnight after its last day.
+    pub fn end(&self) -> DateTime<Utc> {
+        self.start + Duration::hours(self.cumulative.len() as i64)
     }
 
     /// The expected number of arrivals (the count, when given).
@@ -227,15 +252,16 @@ impl Iterator for Schedule {
                 }
                 *at
             }
-            Draw::Count { left, u } => {
+            Draw::Count { left, log_rest } => {
                 if *left == 0 {
                     return None;
                 }
                 // the least of `left` uniforms above `u`: 1 - (1 - u) * V^(1/left)
                 let v: f64 = 1.0 - self.rng.random::<f64>();
-                *u = 1.0 - (1.0 - *u) * v.powf(1.0 / *left as f64);
+                *log_rest += v.ln() / *left as f64;
                 *left -= 1;
-                (*u * total).min(total * (1.0 - f64::EPSILON))
+                let u = -log_rest.exp_m1();
+                (u * total).min(total * (1.0 - f64::EPSILON))
             }
         };
         Some(self.time_of(x))
@@ -247,6 +273,8 @@ impl Iterator for Schedule {
 /// their delay (see [`crate::anomaly`]). Without anomalies, in timestamp order.
 #[derive(Debug)]
 pub struct Backfill {
+    /// Episodes started near the end are cut at it.
+    end: DateTime<Utc>,
     schedule: std::iter::Peekable<Schedule>,
     generator: crate::Generator,
     injector: crate::anomaly::Injector,
@@ -260,6 +288,7 @@ impl Backfill {
         injector: crate::anomaly::Injector,
     ) -> Backfill {
         Backfill {
+            end: schedule.end(),
             schedule: schedule.peekable(),
             generator,
             injector,
@@ -273,16 +302,23 @@ impl Iterator for Backfill {
     fn next(&mut self) -> Option<crate::anomaly::Outgoing> {
         loop {
             let ordinary = self.schedule.peek().copied();
-            match (ordinary, self.injector.next_due()) {
+            let held_first = match (ordinary, self.injector.next_due()) {
                 (None, None) => return None,
-                (Some(at), Some(due)) if due <= at => return self.injector.pop(),
-                (None, Some(_)) => return self.injector.pop(),
-                (Some(at), _) => {
-                    self.schedule.next();
-                    if let Some(out) = self.injector.admit(self.generator.next_at(at)) {
-                        return Some(out);
-                    }
+                (Some(at), Some(due)) => due <= at,
+                (None, Some(_)) => true,
+                (Some(_), None) => false,
+            };
+            if held_first {
+                let out = self.injector.pop()?;
+                // an episode's messages stay within the range (late ones are sent after
+                // it, but happened within it)
+                if out.tx.timestamp < self.end {
+                    return Some(out);
                 }
+            } else if let Some(at) = self.schedule.next()
+                && let Some(out) = self.injector.admit(self.generator.next_at(at))
+            {
+                return Some(out);
             }
         }
     }
@@ -343,6 +379,34 @@ mod tests {
             None,
         );
         assert!(matches!(r, Err(BackfillError::TooLong { .. })));
+        let r = Schedule::new(
+            (day("2025-02-01"), day("2025-02-02")),
+            None,
+            Some(2_000_000_000_000),
+            all,
+            None,
+        );
+        assert!(matches!(r, Err(BackfillError::TooMany { .. })));
+        let r = Schedule::new(
+            (day("2025-02-01"), day("2125-01-01")),
+            Some(1e6),
+            None,
+            all,
+            None,
+        );
+        assert!(matches!(r, Err(BackfillError::TooMany { .. })));
+        // a huge count still advances the clock (its quantiles kept as logarithms)
+        let mut huge = Schedule::new(
+            (day("2025-02-01"), day("2025-02-28")),
+            None,
+            Some(100_000_000_000),
+            all,
+            Some(1),
+        )
+        .unwrap();
+        let start = day("2025-02-01").and_hms_opt(0, 0, 0).unwrap().and_utc();
+        let t = huge.nth(99_999).unwrap();
+        assert!(t > start + Duration::seconds(1), "{t}");
         let none = |_| 0.0;
         let r = Schedule::new(
             (day("2025-02-01"), day("2025-02-02")),

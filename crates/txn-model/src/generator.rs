@@ -487,13 +487,7 @@ impl Generator {
             self.known = self.users.iter().copied().collect();
         }
         let before = self.users.len();
-        let mut fresh = crate::Users {
-            ids: Vec::new(),
-            attributes: Vec::new(),
-            files: Vec::new(),
-            skipped: Vec::new(),
-            duplicates: 0,
-        };
+        let mut fresh = crate::Users::default();
         for (i, id) in users.ids.iter().enumerate() {
             if self.known.insert(*id) {
                 fresh.ids.push(*id);

@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use uuid::Uuid;
 
 /// The users loaded from the CSV files.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Users {
     /// Distinct user ids, in order of first appearance.
     pub ids: Vec<Uuid>,
@@ -175,7 +175,7 @@ pub fn load_users(path: &Path) -> Result<Users, UsersError> {
     };
     let mut seen = HashSet::new();
     for file in files {
-        read_file(&file, &mut users, &mut seen)?;
+        read_file(&file, None, &mut users, &mut seen)?;
         users.files.push(file);
     }
     if users.ids.is_empty() {
@@ -197,6 +197,8 @@ pub struct Watcher {
     /// Each file's length and modification time when last read (or last seen unfinished).
     files: std::collections::HashMap<PathBuf, (u64, Option<std::time::SystemTime>, bool)>,
     seen: HashSet<Uuid>,
+    /// The last failure to list the directory, reported once.
+    listing: Option<String>,
 }
 
 impl Watcher {
@@ -211,6 +213,7 @@ impl Watcher {
             dir: dir.to_owned(),
             files,
             seen: users.ids.iter().copied().collect(),
+            listing: None,
         }
     }
 
@@ -227,9 +230,14 @@ impl Watcher {
         };
         let files = match csv_files_in(&self.dir) {
             Ok(files) => files,
-            Err(UsersError::NoCsvFiles(_)) => return (users, Vec::new()),
-            Err(e) => return (users, vec![e]),
+            Err(UsersError::NoCsvFiles(_)) => Vec::new(),
+            Err(e) => {
+                let text = e.to_string();
+                let again = self.listing.replace(text.clone()) == Some(text);
+                return (users, if again { Vec::new() } else { vec![e] });
+            }
         };
+        self.listing = None;
         let mut errors = Vec::new();
         for file in files {
             let Some((len, modified, complete)) = stamp(&file) else {
@@ -246,7 +254,8 @@ impl Watcher {
                 continue;
             }
             self.files.insert(file.clone(), (len, modified, true));
-            match read_file(&file, &mut users, &mut self.seen) {
+            // only what was looked at: a row appended since may be half-written
+            match read_file(&file, Some(len), &mut users, &mut self.seen) {
                 Ok(()) => users.files.push(file),
                 Err(e) => errors.push(e),
             }
@@ -293,16 +302,23 @@ fn csv_files_in(dir: &Path) -> Result<Vec<PathBuf>, UsersError> {
     Ok(files)
 }
 
-fn read_file(path: &Path, users: &mut Users, seen: &mut HashSet<Uuid>) -> Result<(), UsersError> {
+/// Reads the users of one file (its first `len` bytes when given).
+fn read_file(
+    path: &Path,
+    len: Option<u64>,
+    users: &mut Users,
+    seen: &mut HashSet<Uuid>,
+) -> Result<(), UsersError> {
+    use std::io::Read;
     let csv_err = |source| UsersError::Csv {
         path: path.to_owned(),
         source,
     };
+    let file = std::fs::File::open(path).map_err(|e| csv_err(e.into()))?;
     let mut reader = csv::ReaderBuilder::new()
         .flexible(true)
         .trim(csv::Trim::All)
-        .from_path(path)
-        .map_err(csv_err)?;
+        .from_reader(file.take(len.unwrap_or(u64::MAX)));
     let header = reader.headers().map_err(csv_err)?.clone();
     let named = |name: &str| {
         header.iter().position(|h| {
@@ -576,6 +592,13 @@ mod tests {
             "{}",
             errors[0]
         );
+        assert!(w.rescan().1.is_empty(), "reported once");
+
+        // a directory that went away: reported once too
+        std::fs::remove_dir_all(d).unwrap();
+        let (new, errors) = w.rescan();
+        assert!(new.ids.is_empty());
+        assert_eq!(errors.len(), 1, "{errors:?}");
         assert!(w.rescan().1.is_empty(), "reported once");
     }
 }
