@@ -18,9 +18,11 @@ trap 'rm -rf "$work"' EXIT
 cargo build -q --release -p producer -p bench --bin producer --bin plot_data
 bin="target/release"
 "$bin/producer" users generate --from 2025-01 --to 2025-08 --per-month 250 --seed 1 \
-    --out "$work/users" --log-format json 2>"$work/users.log"
+    --out "$work/users" --log-format json 2>"$work/users.log" ||
+    { cat "$work/users.log" >&2; exit 1; }
 "$bin/producer" --users "$work/users" --from 2025-01-01 --to 2025-08-31 \
     --count "$COUNT" --seed 1 --dry-run --log-format json \
-    >"$work/transactions.jsonl" 2>"$work/producer.log"
+    >"$work/transactions.jsonl" 2>"$work/producer.log" ||
+    { cat "$work/producer.log" >&2; exit 1; }
 echo "data-figures: $(wc -l <"$work/transactions.jsonl") transactions from $(cat "$work"/users/*.csv | grep -vc '^user_id') users"
 "$bin/plot_data" --transactions "$work/transactions.jsonl" --users "$work/users" --out docs/img
