@@ -109,6 +109,10 @@ pub async fn run_with(
         }
     };
     beat();
+    // live, the users directory is watched from before it is read
+    let watcher =
+        (config.backfill.is_none() && config.users_rescan.is_some() && config.users_path.is_dir())
+            .then(|| txn_model::users::Watcher::new(&config.users_path));
     let users = load_users(&config.users_path)?;
     if let Some(summary) = users.skipped_summary() {
         warn!("{summary}");
@@ -126,7 +130,8 @@ pub async fn run_with(
     }
     .with_tx_ids(config.tx_ids.into())
     .with_foreign_share(config.foreign_share);
-    let mut source = source(&config, generator, &users, &shutdown)?;
+    let watcher = watcher.map(|w| w.knowing(&users));
+    let mut source = source(&config, generator, watcher, &shutdown)?;
     // the generator holds what it needs of them
     drop(users);
     if config.dry_run {
@@ -134,6 +139,8 @@ pub async fn run_with(
     }
 
     let publisher = publisher::Publisher::connect(&config, stats).await?;
+    // the pace starts now: connecting is not owed as a burst
+    source.resume();
     if let Some(h) = &health {
         h.set("kafka", None);
     }
@@ -198,6 +205,7 @@ pub async fn run_with(
     if let Some(bar) = bar {
         // its final state stays on the terminal, the report goes below it
         let stats = publisher.stats();
+        bar.set_length(sent.max(bar.length().unwrap_or(0)));
         bar.set_position(
             stats.delivered.load(Ordering::Relaxed) + stats.failed.load(Ordering::Relaxed),
         );
@@ -278,6 +286,11 @@ async fn update_bar(stats: Arc<stats::Stats>, bar: indicatif::ProgressBar) {
     loop {
         tick.tick().await;
         let failed = stats.failed.load(Ordering::Relaxed);
+        // a backfill's anomalies add messages to its --count
+        let sent = stats.sent.load(Ordering::Relaxed);
+        if sent > bar.length().unwrap_or(0) {
+            bar.set_length(sent);
+        }
         bar.set_position(stats.delivered.load(Ordering::Relaxed) + failed);
         if failed > 0 {
             bar.set_message(format!("{failed} failed"));
@@ -315,17 +328,16 @@ async fn progress(stats: Arc<stats::Stats>) {
 fn source(
     config: &ProducerConfig,
     generator: Generator,
-    users: &txn_model::Users,
+    watcher: Option<txn_model::users::Watcher>,
     shutdown: &CancellationToken,
 ) -> Result<source::Source, Error> {
     let injector =
         txn_model::anomaly::Injector::new(config.anomalies, config.tx_ids.into(), config.seed);
     let Some(b) = &config.backfill else {
-        let watch = config
-            .users_rescan
-            .filter(|_| config.users_path.is_dir())
-            .map(|every| source::Watch {
-                watcher: txn_model::users::Watcher::new(&config.users_path, users),
+        let watch = watcher
+            .zip(config.users_rescan)
+            .map(|(watcher, every)| source::Watch {
+                watcher,
                 every,
                 next: tokio::time::Instant::now() + every,
             });
@@ -337,13 +349,14 @@ fn source(
             Some(topic) => Some(registrations::spawn(config, topic, shutdown.clone())?),
             None => None,
         };
-        return Ok(source::Source::Live(Box::new(source::Live {
+        let mut live = source::Live::new(
             generator,
             injector,
-            pacer: pacing::Pacer::new(config.pace, config.arrivals, config.seed),
-            watch,
-            registrations,
-        })));
+            pacing::Pacer::new(config.pace, config.arrivals, config.seed),
+        );
+        live.watch = watch;
+        live.registrations = registrations;
+        return Ok(source::Source::Live(Box::new(live)));
     };
     if let Some(topic) = &config.registrations_topic {
         info!(topic = %topic, "a backfill takes its users from the users files: the registrations topic is not read");

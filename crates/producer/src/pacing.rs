@@ -18,6 +18,7 @@ use crate::config::{Arrivals, Pace};
 pub struct Pacer {
     start: Instant,
     period: Option<Duration>,
+    /// Messages sent since `start`.
     sent: u64,
     /// Poisson arrivals: the gaps' source and the next message's offset from `start`.
     poisson: Option<(StdRng, Duration)>,
@@ -57,6 +58,16 @@ impl Pacer {
         (due > Instant::now()).then_some(due)
     }
 
+    /// Forgets time owed: the next message is due now and the pace goes on from here (after
+    /// a wait that was not the pace's, such as connecting).
+    pub fn resume(&mut self) {
+        self.start = Instant::now();
+        self.sent = 0;
+        if let Some((_, offset)) = &mut self.poisson {
+            *offset = Duration::ZERO;
+        }
+    }
+
     /// Records that one message went out.
     pub fn sent(&mut self) {
         self.sent += 1;
@@ -92,6 +103,21 @@ mod tests {
         assert_eq!(p.next_due(), None);
         p.sent();
         assert_eq!(p.next_due().unwrap() - p.start, Duration::from_secs(30));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn resume_forgets_the_time_owed() {
+        for arrivals in [Arrivals::Fixed, Arrivals::Poisson] {
+            let mut p = Pacer::new(Pace::Rate(1.0), arrivals, Some(3));
+            p.sent();
+            tokio::time::advance(Duration::from_secs(30)).await;
+            assert_eq!(p.next_due(), None, "30 s late: due at once");
+            p.resume();
+            assert_eq!(p.next_due(), None, "the next at once");
+            p.sent();
+            let due = p.next_due().expect("then paced again");
+            assert!(due > Instant::now(), "{arrivals:?}");
+        }
     }
 
     #[tokio::test(start_paused = true)]

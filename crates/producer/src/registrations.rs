@@ -9,12 +9,14 @@
 //! two-letter code) as in the CSV contract; other fields are ignored. An event that is not
 //! such an object is skipped with a warning naming its partition and offset.
 
+use std::task::Poll;
 use std::time::Duration;
 
 use rdkafka::ClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{Consumer, ConsumerContext, StreamConsumer};
 use rdkafka::message::Message;
+use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Offset, TopicPartitionList};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -123,12 +125,15 @@ pub fn spawn(
                 }
             };
             backoff = Duration::from_secs(1);
-            match parse(m.payload().unwrap_or_default()) {
+            // this event and those already fetched, as one batch
+            let mut batch = Users::default();
+            let mut add = |m: &rdkafka::message::BorrowedMessage<'_>| match parse(
+                m.payload().unwrap_or_default(),
+            ) {
                 Ok(users) => {
                     events += 1;
-                    if tx.send(users).await.is_err() {
-                        break;
-                    }
+                    batch.ids.extend(users.ids);
+                    batch.attributes.extend(users.attributes);
                 }
                 Err(reason) => {
                     skipped += 1;
@@ -140,6 +145,19 @@ pub fn spawn(
                         "skipped a registration event: {reason} (expected a JSON object with a user_id UUID, optionally registration_date YYYY-MM-DD and country)"
                     );
                 }
+            };
+            add(&m);
+            drop(m);
+            for _ in 1..BATCH {
+                let mut more = std::pin::pin!(consumer.recv());
+                // only what is fetched already (recv is cancel-safe)
+                match std::future::poll_fn(|cx| Poll::Ready(more.as_mut().poll(cx))).await {
+                    Poll::Ready(Ok(m)) => add(&m),
+                    Poll::Ready(Err(_)) | Poll::Pending => break,
+                }
+            }
+            if !batch.ids.is_empty() && tx.send(batch).await.is_err() {
+                break;
             }
         }
         info!(events, skipped, "stopped reading user registrations");
@@ -155,25 +173,35 @@ async fn assign_all(consumer: &std::sync::Arc<StreamConsumer<Context>>, topic: &
         let probe = consumer.clone();
         let name = topic.to_owned();
         let looked = tokio::task::spawn_blocking(move || {
-            let meta = probe.fetch_metadata(Some(&name), Duration::from_secs(10))?;
+            // short: a stop waits for this look to end
+            let meta = probe.fetch_metadata(Some(&name), Duration::from_secs(5))?;
             let mut partitions = TopicPartitionList::new();
-            for t in meta
-                .topics()
-                .iter()
-                .filter(|t| t.name() == name && t.error().is_none())
-            {
-                for p in t.partitions() {
-                    partitions.add_partition_offset(&name, p.id(), Offset::Beginning)?;
+            let mut refused = None;
+            for t in meta.topics().iter().filter(|t| t.name() == name) {
+                match t.error() {
+                    Some(e) => refused = Some(RDKafkaErrorCode::from(e)),
+                    None => {
+                        for p in t.partitions() {
+                            partitions.add_partition_offset(&name, p.id(), Offset::Beginning)?;
+                        }
+                    }
                 }
             }
-            Ok::<_, rdkafka::error::KafkaError>(partitions)
+            Ok::<_, rdkafka::error::KafkaError>((partitions, refused))
         })
         .await;
         let problem = match looked {
-            Ok(Ok(partitions)) if partitions.count() > 0 => match consumer.assign(&partitions) {
-                Ok(()) => return,
-                Err(e) => format!("cannot read the registrations topic {topic}: {e}"),
-            },
+            Ok(Ok((partitions, _))) if partitions.count() > 0 => {
+                match consumer.assign(&partitions) {
+                    Ok(()) => return,
+                    Err(e) => format!("cannot read the registrations topic {topic}: {e}"),
+                }
+            }
+            Ok(Ok((_, Some(code)))) if code != RDKafkaErrorCode::UnknownTopicOrPartition => {
+                format!(
+                    "cannot read the registrations topic {topic}: {code}; looking again every 10 s (an ACL must allow describing and reading it)"
+                )
+            }
             Ok(Ok(_)) => format!(
                 "registrations topic {topic} does not exist (yet): looking again every 10 s; create it or fix --registrations-topic"
             ),
@@ -189,6 +217,9 @@ async fn assign_all(consumer: &std::sync::Arc<StreamConsumer<Context>>, topic: &
         tokio::time::sleep(Duration::from_secs(10)).await;
     }
 }
+
+/// Most events in one batch handed to the generator.
+const BATCH: usize = 10_000;
 
 /// Producer properties a consumer refuses or does not need.
 const PRODUCER_ONLY: &[&str] = &[

@@ -35,6 +35,13 @@ pub struct Live {
     pub watch: Option<Watch>,
     /// Users of registration events.
     pub registrations: Option<tokio::sync::mpsc::Receiver<txn_model::Users>>,
+    /// When registrations are taken next (at most once a second: each batch rebuilds the
+    /// generator's draw over all users).
+    pub registrations_next: Instant,
+    /// Most anomaly messages held ([`MAX_HELD`]).
+    pub max_held: usize,
+    /// Whether the cap was reached (said once).
+    pub capped: bool,
 }
 
 /// The users directory's watcher and when it looks next.
@@ -51,11 +58,26 @@ pub struct Watch {
 /// Most registrations taken between two messages.
 const REGISTRATIONS_BATCH: usize = 50_000;
 
-/// Most anomaly messages held live: past it, generation waits for the next to be due
-/// (late messages are held minutes to hours; this bounds their memory to some 50 MB).
-const MAX_HELD: usize = 100_000;
+/// Most anomaly messages held live, about: past it, generation waits for the next to be
+/// due (late messages are held minutes to hours; this bounds their memory to some 50 MB).
+pub const MAX_HELD: usize = 100_000;
 
 impl Live {
+    /// A live stream of `generator`'s transactions at `pacer`'s times through `injector`,
+    /// with no users added while it runs.
+    pub fn new(generator: Generator, injector: Injector, pacer: Pacer) -> Live {
+        Live {
+            generator,
+            injector,
+            pacer,
+            watch: None,
+            registrations: None,
+            registrations_next: Instant::now(),
+            max_held: MAX_HELD,
+            capped: false,
+        }
+    }
+
     /// Adds the users that came since the last message: new users files, registrations.
     fn take_new_users(&mut self) {
         if let Some(w) = &mut self.watch
@@ -79,7 +101,10 @@ impl Live {
                 info!(event = "users", added, users = self.generator.users(), files = %files.join(", "), "new users from the users directory");
             }
         }
-        if let Some(rx) = &mut self.registrations {
+        if let Some(rx) = &mut self.registrations
+            && Instant::now() >= self.registrations_next
+        {
+            self.registrations_next = Instant::now() + std::time::Duration::from_secs(1);
             // one batch (the generator's pick is rebuilt once per batch), bounded so that
             // a backlog does not hold up sending
             let mut batch = txn_model::Users::default();
@@ -103,6 +128,13 @@ impl Live {
 }
 
 impl Source {
+    /// Live, the pace starts again from now (see [`Pacer::resume`]).
+    pub fn resume(&mut self) {
+        if let Source::Live(live) = self {
+            live.pacer.resume();
+        }
+    }
+
     /// [`Source::next`], calling `alive` every 10 s while it waits: late messages can hold
     /// the next one back for long, and the send loop is then waiting, not stalled.
     pub async fn next_alive(&mut self, alive: &(dyn Fn() + Sync)) -> Option<Outgoing> {
@@ -143,9 +175,22 @@ impl Source {
             if let Some(held) = injector.next_due() {
                 let now = Instant::now();
                 let held_at = now + (held - Utc::now()).to_std().unwrap_or_default();
-                if held_at <= ordinary.unwrap_or(now) || injector.held() >= MAX_HELD {
+                let full = injector.held() >= live.max_held;
+                if held_at <= ordinary.unwrap_or(now) || full {
+                    if full && !live.capped {
+                        live.capped = true;
+                        warn!(
+                            held = injector.held(),
+                            "{} anomaly messages are held (late ones wait minutes to hours): new transactions now wait for held ones to fall due, so the rate drops; lower the late or duplicate rate",
+                            live.max_held
+                        );
+                    }
                     if held_at > now {
                         tokio::time::sleep_until(held_at).await;
+                        // time spent waiting for room is not owed as a burst afterwards
+                        if full {
+                            pacer.resume();
+                        }
                     }
                     return injector.pop();
                 }
@@ -169,24 +214,32 @@ mod tests {
     use crate::config::{Arrivals, Pace};
     use txn_model::anomaly::{Kind, Rates};
 
-    fn live(rates: Rates) -> Source {
+    fn live(rates: Rates, max_held: usize) -> Source {
         let users = (0..10).map(|i| uuid::Uuid::from_u128(0x77 + i)).collect();
-        Source::Live(Box::new(Live {
-            generator: Generator::new(users, Some(1)).unwrap(),
-            injector: Injector::new(rates, txn_model::TxIds::V7, Some(1)),
-            pacer: Pacer::new(Pace::Unlimited, Arrivals::Fixed, None),
-            watch: None,
-            registrations: None,
-        }))
+        let mut live = Live::new(
+            Generator::new(users, Some(1)).unwrap(),
+            Injector::new(rates, txn_model::TxIds::V7, Some(1)),
+            Pacer::new(Pace::Unlimited, Arrivals::Fixed, None),
+        );
+        live.max_held = max_held;
+        Source::Live(Box::new(live))
     }
 
-    /// Every transaction made late (held a minute at least), at an unlimited pace: the
-    /// source lets a stop signal in while it holds them, and holds at most MAX_HELD.
+    fn held(source: &Source) -> usize {
+        let Source::Live(live) = source else {
+            unreachable!()
+        };
+        live.injector.held()
+    }
+
+    /// Every transaction made late (held a minute at least), at an unlimited pace and no
+    /// cap: the source lets a stop signal in while it holds them (a loop that never
+    /// yielded would hang here).
     #[tokio::test]
-    async fn held_messages_neither_block_a_stop_nor_grow_without_bound() {
+    async fn held_messages_do_not_block_a_stop() {
         let mut rates = Rates::default();
         rates.set(Kind::Late, 1.0);
-        let mut source = live(rates);
+        let mut source = live(rates, usize::MAX);
         let stop = tokio_util::sync::CancellationToken::new();
         let stopper = stop.clone();
         tokio::spawn(async move {
@@ -197,18 +250,27 @@ mod tests {
             _ = stop.cancelled() => {}
             out = source.next() => panic!("nothing is due yet: {out:?}"),
         }
-        let Source::Live(live) = &source else {
-            unreachable!()
-        };
-        let held = live.injector.held();
-        // a loop that never yielded would fill up to the cap before the stop got in
-        assert!(held > 0 && held < MAX_HELD, "{held} held");
+        assert!(held(&source) > 0);
+    }
+
+    /// With the cap reached, the next message is the first held one, once it is due: the
+    /// held messages stay within the cap (plus one transaction's episodes).
+    #[tokio::test(start_paused = true)]
+    async fn past_the_cap_the_held_ones_go_first() {
+        let mut rates = Rates::default();
+        rates.set(Kind::Late, 1.0);
+        let mut source = live(rates, 50);
+        for _ in 0..20 {
+            let out = source.next().await.expect("a message");
+            assert_eq!(out.label.map(|l| l.kind), Some(Kind::Late));
+            assert!(held(&source) <= 50, "{}", held(&source));
+        }
     }
 
     /// Without anomalies, each call makes one ordinary transaction at once.
     #[tokio::test]
     async fn ordinary_transactions_come_one_per_call() {
-        let mut source = live(Rates::default());
+        let mut source = live(Rates::default(), MAX_HELD);
         for _ in 0..100 {
             let out = source.next_alive(&|| {}).await.unwrap();
             assert_eq!(out.label, None);

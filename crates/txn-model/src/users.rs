@@ -175,7 +175,11 @@ pub fn load_users(path: &Path) -> Result<Users, UsersError> {
     };
     let mut seen = HashSet::new();
     for file in files {
-        read_file(&file, None, &mut users, &mut seen)?;
+        let content = std::fs::File::open(&file).map_err(|e| UsersError::Csv {
+            path: file.clone(),
+            source: e.into(),
+        })?;
+        read_file(&file, content, &mut users, &mut seen)?;
         users.files.push(file);
     }
     if users.ids.is_empty() {
@@ -202,32 +206,39 @@ pub struct Watcher {
 }
 
 impl Watcher {
-    /// A watcher of `dir`, which `users` were loaded from.
-    pub fn new(dir: &Path, users: &Users) -> Watcher {
-        let files = users
-            .files
-            .iter()
-            .filter_map(|f| Some((f.clone(), (stamp(f)?.0, stamp(f)?.1, true))))
+    /// A watcher of `dir`, made before its users are loaded (then [`Watcher::knowing`]).
+    pub fn new(dir: &Path) -> Watcher {
+        // Looked at before the users are loaded: a file that changes between this look and
+        // the load is read again at the first rescan (its users are known by then, and
+        // only the new ones count), rather than missed.
+        let files = csv_files_in(dir)
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|f| {
+                let (_, len, modified, complete) = stamp(&f)?;
+                Some((f, (len, modified, complete)))
+            })
             .collect();
         Watcher {
             dir: dir.to_owned(),
             files,
-            seen: users.ids.iter().copied().collect(),
+            seen: HashSet::new(),
             listing: None,
         }
+    }
+
+    /// The same watcher, knowing the users loaded from the directory after [`Watcher::new`].
+    #[must_use]
+    pub fn knowing(mut self, users: &Users) -> Watcher {
+        self.seen.extend(users.ids.iter().copied());
+        self
     }
 
     /// The users of new or changed files since the last look (none: empty `ids`), with the
     /// rows skipped in them, and what could not be read: the directory listing, or a file
     /// (each reported once, and read again when it changes).
     pub fn rescan(&mut self) -> (Users, Vec<UsersError>) {
-        let mut users = Users {
-            ids: Vec::new(),
-            attributes: Vec::new(),
-            files: Vec::new(),
-            skipped: Vec::new(),
-            duplicates: 0,
-        };
+        let mut users = Users::default();
         let files = match csv_files_in(&self.dir) {
             Ok(files) => files,
             Err(UsersError::NoCsvFiles(_)) => Vec::new(),
@@ -240,7 +251,9 @@ impl Watcher {
         self.listing = None;
         let mut errors = Vec::new();
         for file in files {
-            let Some((len, modified, complete)) = stamp(&file) else {
+            // one handle for the look and the read: a file renamed over in between is
+            // read as it was looked at
+            let Some((handle, len, modified, complete)) = stamp(&file) else {
                 continue;
             };
             let last = self.files.get(&file).copied();
@@ -255,7 +268,8 @@ impl Watcher {
             }
             self.files.insert(file.clone(), (len, modified, true));
             // only what was looked at: a row appended since may be half-written
-            match read_file(&file, Some(len), &mut users, &mut self.seen) {
+            let looked_at = std::io::Read::take(handle, len);
+            match read_file(&file, looked_at, &mut users, &mut self.seen) {
                 Ok(()) => users.files.push(file),
                 Err(e) => errors.push(e),
             }
@@ -264,20 +278,21 @@ impl Watcher {
     }
 }
 
-/// A file's length, modification time and whether it ends with a line break.
-fn stamp(path: &Path) -> Option<(u64, Option<std::time::SystemTime>, bool)> {
+/// A file opened at its start, with its length, modification time and whether it ends
+/// with a line break.
+fn stamp(path: &Path) -> Option<(std::fs::File, u64, Option<std::time::SystemTime>, bool)> {
     use std::io::{Read, Seek, SeekFrom};
-    let meta = std::fs::metadata(path).ok()?;
+    let mut file = std::fs::File::open(path).ok()?;
+    let meta = file.metadata().ok()?;
     let len = meta.len();
     let mut last = [0u8; 1];
     let complete = len == 0
-        || std::fs::File::open(path)
-            .and_then(|mut f| {
-                f.seek(SeekFrom::End(-1))?;
-                f.read_exact(&mut last)
-            })
+        || file
+            .seek(SeekFrom::Start(len - 1))
+            .and_then(|_| file.read_exact(&mut last))
             .is_ok_and(|()| last[0] == b'\n');
-    Some((len, meta.modified().ok(), complete))
+    file.seek(SeekFrom::Start(0)).ok()?;
+    Some((file, len, meta.modified().ok(), complete))
 }
 
 fn csv_files_in(dir: &Path) -> Result<Vec<PathBuf>, UsersError> {
@@ -302,23 +317,21 @@ fn csv_files_in(dir: &Path) -> Result<Vec<PathBuf>, UsersError> {
     Ok(files)
 }
 
-/// Reads the users of one file (its first `len` bytes when given).
+/// Reads the users of one file from `content`.
 fn read_file(
     path: &Path,
-    len: Option<u64>,
+    content: impl std::io::Read,
     users: &mut Users,
     seen: &mut HashSet<Uuid>,
 ) -> Result<(), UsersError> {
-    use std::io::Read;
     let csv_err = |source| UsersError::Csv {
         path: path.to_owned(),
         source,
     };
-    let file = std::fs::File::open(path).map_err(|e| csv_err(e.into()))?;
     let mut reader = csv::ReaderBuilder::new()
         .flexible(true)
         .trim(csv::Trim::All)
-        .from_reader(file.take(len.unwrap_or(u64::MAX)));
+        .from_reader(content);
     let header = reader.headers().map_err(csv_err)?.clone();
     let named = |name: &str| {
         header.iter().position(|h| {
@@ -535,8 +548,9 @@ mod tests {
             "users_2025_01.csv",
             format!("user_id,country\n{A},DE\n").as_bytes(),
         );
+        let w = Watcher::new(d);
         let users = load_users(d).unwrap();
-        let mut w = Watcher::new(d, &users);
+        let mut w = w.knowing(&users);
         let (new, errors) = w.rescan();
         assert!(new.ids.is_empty() && errors.is_empty());
 
