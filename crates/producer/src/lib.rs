@@ -3,7 +3,10 @@
 //! Layout:
 //! - [`config`]: the effective configuration ([`ProducerConfig`]);
 //! - [`cli`]: command-line flags with their environment twins, turned into a config;
-//! - [`pacing`]: when each message is due;
+//! - [`pacing`]: when each message is due, live;
+//! - [`source`]: what to send next (live or a backfill, anomalies merged in, users added
+//!   while it runs);
+//! - [`registrations`]: the consumer of user registration events;
 //! - [`publisher`]: the Kafka client, its start-up check and the delivery accounting;
 //! - [`stats`]: delivery counters, throughput and latency percentiles (as ProducerPerformance).
 //!

@@ -2,8 +2,14 @@
 //!
 //! - [`transaction`]: the [`Transaction`] message, its JSON form (the seed's, field for field)
 //!   and strict decoding with errors that name the offending field;
-//! - [`users`]: the loader of user ids from the batch side's registration CSV files;
-//! - [`generator`]: the realistic, seedable fake-transaction generator.
+//! - [`users`]: the loader of user ids from the batch side's registration CSV files, and
+//!   the watcher of a users directory for files added while the producer runs;
+//! - [`registrations`]: the writer of those files (`producer users generate`);
+//! - [`profile`]: each user's behaviour, from its id and country;
+//! - [`generator`]: the realistic, seedable fake-transaction generator;
+//! - [`backfill`]: the simulated clock of a backfill (hour of day, day of week,
+//!   registrations) and its stream;
+//! - [`anomaly`]: labelled anomalies mixed into a stream.
 
 pub mod anomaly;
 pub mod backfill;
