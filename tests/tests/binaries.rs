@@ -640,14 +640,24 @@ async fn the_producer_serves_metrics_that_never_run_ahead_of_the_topic() -> anyh
             "200",
             "--metrics-addr",
             "127.0.0.1:0",
+            "--anomaly",
+            "duplicate=0.3",
         ])
         .spawn()?;
     let addr = metrics_addr(&log).await?;
+    let duplicates = |body: &str| {
+        body.lines()
+            .find(|l| l.starts_with(r#"producer_anomaly_messages_sent_total{kind="duplicate"}"#))
+            .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
     let delivered = async {
         loop {
             let (code, body) = http_get(&addr, "/metrics").await?;
             assert_eq!(code, 200, "{body}");
-            if metric(&body, "producer_messages_delivered_total").unwrap_or(0.0) >= 200.0 {
+            if metric(&body, "producer_messages_delivered_total").unwrap_or(0.0) >= 200.0
+                && duplicates(&body) >= 5.0
+            {
                 return anyhow::Ok(body);
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
@@ -661,6 +671,14 @@ async fn the_producer_serves_metrics_that_never_run_ahead_of_the_topic() -> anyh
         metric_sum(&body, "producer_messages_failed_total").unwrap_or(-1.0),
     );
     assert_eq!(failed, 0.0, "{body}");
+    let users = txn_model::load_users(&users_dir())?.ids.len() as f64;
+    assert_eq!(m("producer_users"), users, "{body}");
+    let duplicates_sent = duplicates(&body);
+    assert_eq!(
+        metric_sum(&body, "producer_anomaly_messages_sent_total"),
+        Some(duplicates_sent),
+        "only duplicates: {body}"
+    );
     assert_eq!(
         m("producer_messages_in_flight"),
         sent - delivered - failed,
@@ -682,6 +700,16 @@ async fn the_producer_serves_metrics_that_never_run_ahead_of_the_topic() -> anyh
     assert!(
         field_u64(report, "delivered")? as f64 >= delivered,
         "{report}"
+    );
+    // every duplicate counted was sent, so (the run lost nothing) it is in the topic
+    let labelled = read_topic_with_headers(&stack, &topic)
+        .await?
+        .iter()
+        .filter(|(_, h)| h.iter().any(|(k, v)| k == "anomaly" && v == "duplicate"))
+        .count() as f64;
+    assert!(
+        labelled >= duplicates_sent,
+        "{labelled} in the topic, {duplicates_sent} counted"
     );
     Ok(())
 }

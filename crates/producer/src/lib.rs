@@ -194,6 +194,13 @@ pub async fn run_with(
             },
         }
         sent += 1;
+        if let Some(label) = &out.label {
+            publisher.stats().anomaly(label.kind);
+        }
+        publisher
+            .stats()
+            .users
+            .store(source.users() as u64, Ordering::Relaxed);
     }
 
     info!(

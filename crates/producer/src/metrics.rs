@@ -126,6 +126,21 @@ impl Collector for ProducerCollector {
             "Payload bytes the broker acknowledged",
             s.bytes.load(Ordering::Relaxed),
         )?;
+        family(
+            &mut e,
+            "producer_anomaly_messages_sent",
+            "Labelled anomaly messages handed to librdkafka, by kind (--anomaly)",
+            MetricType::Counter,
+            s.anomalies()
+                .into_iter()
+                .map(|(k, n)| (vec![("kind", k.as_str().to_owned())], ConstCounter::new(n))),
+        )?;
+        gauge(
+            &mut e,
+            "producer_users",
+            "Users the generator draws from, those added while it runs included",
+            s.users.load(Ordering::Relaxed) as i64,
+        )?;
         gauge(
             &mut e,
             "producer_messages_in_flight",

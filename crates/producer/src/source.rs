@@ -128,6 +128,14 @@ impl Live {
 }
 
 impl Source {
+    /// Users the generator draws from.
+    pub fn users(&self) -> usize {
+        match self {
+            Source::Live(live) => live.generator.users(),
+            Source::Backfill(b) => b.users(),
+        }
+    }
+
     /// Live, the pace starts again from now (see [`Pacer::resume`]).
     pub fn resume(&mut self) {
         if let Source::Live(live) = self {

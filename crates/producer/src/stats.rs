@@ -27,6 +27,10 @@ pub struct Stats {
     pub bytes: AtomicU64,
     /// Failures by [`FailReason`] (indexed by its position in [`FailReason::ALL`]).
     failed_by: [AtomicU64; FailReason::ALL.len()],
+    /// Anomaly messages sent, by kind (indexed as `txn_model::anomaly::Kind::ALL`).
+    anomalies: [AtomicU64; txn_model::anomaly::Kind::ALL.len()],
+    /// Users the generator draws from (those added while it runs included).
+    pub users: AtomicU64,
     /// Sum of the delivery latencies, in microseconds.
     latency_sum_us: AtomicU64,
     /// librdkafka's latest statistics that matter to an operator (with `--metrics-addr`).
@@ -210,6 +214,8 @@ impl Stats {
             possibly_persisted: AtomicU64::new(0),
             bytes: AtomicU64::new(0),
             failed_by: Default::default(),
+            anomalies: Default::default(),
+            users: AtomicU64::new(0),
             latency_sum_us: AtomicU64::new(0),
             client: Mutex::new(ClientStats::default()),
             window: Mutex::new(Window::default()),
@@ -266,6 +272,19 @@ impl Stats {
             },
             max_ms: w.max_us as f64 / 1000.0,
         }
+    }
+
+    /// Counts one anomaly message sent.
+    pub fn anomaly(&self, kind: txn_model::anomaly::Kind) {
+        self.anomalies[kind as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Anomaly messages sent so far by kind, every kind listed.
+    pub fn anomalies(&self) -> Vec<(txn_model::anomaly::Kind, u64)> {
+        txn_model::anomaly::Kind::ALL
+            .iter()
+            .map(|k| (*k, self.anomalies[*k as usize].load(Ordering::Relaxed)))
+            .collect()
     }
 
     /// Failures so far by reason, every reason listed.

@@ -294,6 +294,11 @@ impl Backfill {
             injector,
         }
     }
+
+    /// Users the generator draws from.
+    pub fn users(&self) -> usize {
+        self.generator.users()
+    }
 }
 
 impl Iterator for Backfill {
