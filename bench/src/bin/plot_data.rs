@@ -77,11 +77,14 @@ fn main() -> anyhow::Result<()> {
             .position(|k| k.name == t.category)
             .context("a category outside the table")?;
         amounts[k].push(f64::try_from(t.amount)? / CURRENCIES[c].per_usd);
-        hours[t.timestamp.hour() as usize] += 1;
-        weekdays[t.timestamp.weekday().num_days_from_monday() as usize] += 1;
+        // the user's local time (standard time of its country)
         let home = country
             .get(&t.user_id)
             .context("a user outside the users files")?;
+        let offset = txn_model::profile::utc_offset(home);
+        let local = t.timestamp + chrono::Duration::hours(i64::from(offset));
+        hours[local.hour() as usize] += 1;
+        weekdays[local.weekday().num_days_from_monday() as usize] += 1;
         currencies
             .entry(home.clone())
             .or_insert([0; CURRENCIES.len()])[c] += 1;
@@ -184,19 +187,28 @@ fn draw_amounts(path: &std::path::Path, amounts: &mut [Vec<f64>]) -> Plot {
     Ok(())
 }
 
-/// The share of the transactions in each hour of the day (UTC) and on each day of the week.
+/// The share of the transactions in each hour of the day and on each day of the week, in
+/// the users' local time.
 fn draw_hours(path: &std::path::Path, hours: &[u64; 24], weekdays: &[u64; 7]) -> Plot {
     let root = SVGBackend::new(path, (900, 400)).into_drawing_area();
     root.fill(&WHITE)?;
     let (left, right) = root.split_horizontally(640);
-    println!("hour of day (UTC), % of transactions:");
+    println!("hour of day (local), % of transactions:");
     let hour_labels: Vec<String> = (0..24).map(|h| format!("{h:02}")).collect();
-    bars(&left, "Per hour of day (UTC)", hours, &hour_labels, 3)?;
-    println!("day of week, % of transactions (days in the range differ by at most one of each):");
+    bars(
+        &left,
+        "Per hour of the users' local day",
+        hours,
+        &hour_labels,
+        3,
+    )?;
+    println!(
+        "day of week (local), % of transactions (days in the range differ by at most one of each):"
+    );
     let days: Vec<String> = ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"]
         .map(String::from)
         .to_vec();
-    bars(&right, "Per day of week", weekdays, &days, 1)?;
+    bars(&right, "Per local day of week", weekdays, &days, 1)?;
     root.present()?;
     Ok(())
 }

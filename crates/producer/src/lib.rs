@@ -375,7 +375,7 @@ fn source(
         (b.from, b.to),
         b.per_second,
         config.count,
-        generator.registered_share(),
+        generator.hourly_weight(),
         config.seed,
     )?;
     info!(

@@ -1,9 +1,10 @@
 //! The simulated clock of a backfill: when each historical transaction happens.
 //!
 //! A backfill covers whole days, `from` 00:00 UTC to the end of `to`. Each hour of the range
-//! gets an expected number of transactions: the mean rate times the hour's weight, the
-//! product of
-//! - the hour of day ([`HOUR_OF_DAY`], UTC: quiet at night, a lunch peak, the evening peak),
+//! gets an expected number of transactions: the mean rate times the hour's weight
+//! ([`crate::Generator::hourly_weight`]), over the users' local times the product of
+//! - the hour of day ([`HOUR_OF_DAY`], local: quiet at night, a lunch peak, the evening
+//!   peak),
 //! - the day of week ([`DAY_OF_WEEK`]: Friday and Saturday busiest, Sunday quietest),
 //! - the share of the users' activity registered by that day (a user base that grows
 //!   month by month makes more transactions month by month; none before the first
@@ -100,7 +101,8 @@ pub fn parse_day(s: &str) -> Result<NaiveDate, String> {
         .ok_or_else(|| format!("{s:?} is not a day: write it YYYY-MM-DD, e.g. 2025-01-31"))
 }
 
-/// The weight of the hour starting at `t`, before the registered share.
+/// The hour-of-day and day-of-week weight of the hour starting at `t`, read as local time
+/// (of users whose clocks show `t`).
 pub fn intensity(t: DateTime<Utc>) -> f64 {
     let h = HOUR_OF_DAY[t.hour() as usize] / mean(&HOUR_OF_DAY);
     let d = DAY_OF_WEEK[t.weekday().num_days_from_monday() as usize] / mean(&DAY_OF_WEEK);
@@ -135,8 +137,8 @@ pub struct Schedule {
 
 impl Schedule {
     /// The schedule of `from`..=`to` at `per_second` on average (`None`: `count` is given),
-    /// with `registered(day)` the share (0 to 1) of the users' activity registered by
-    /// `day`.
+    /// with `weight(t)` the weight of the hour starting at `t` (1 on average for a fully
+    /// registered week; 0 before anyone registered).
     ///
     /// # Errors
     /// [`BackfillError`] for a reversed or too long range, no rate and no count, or no user
@@ -145,7 +147,7 @@ impl Schedule {
         (from, to): (NaiveDate, NaiveDate),
         per_second: Option<f64>,
         count: Option<u64>,
-        registered: impl Fn(NaiveDate) -> f64,
+        weight: impl Fn(DateTime<Utc>) -> f64,
         seed: Option<u64>,
     ) -> Result<Schedule, BackfillError> {
         if to < from {
@@ -163,14 +165,10 @@ impl Schedule {
         let start = from.and_time(chrono::NaiveTime::MIN).and_utc();
         let mut cumulative = Vec::with_capacity(days as usize * 24);
         let mut total = 0.0;
-        for d in 0..days {
-            let day = from + Duration::days(d);
-            let share = registered(day).clamp(0.0, 1.0);
-            for h in 0..24 {
-                let t = start + Duration::hours(d * 24 + h);
-                total += per_hour * intensity(t) * share;
-                cumulative.push(total);
-            }
+        for h in 0..days * 24 {
+            let w = weight(start + Duration::hours(h));
+            total += per_hour * if w.is_finite() { w.max(0.0) } else { 0.0 };
+            cumulative.push(total);
         }
         if total <= 0.0 {
             return Err(BackfillError::NobodyRegistered { to });
@@ -359,7 +357,7 @@ mod tests {
 
     #[test]
     fn ranges_rates_and_registrations_are_checked() {
-        let all = |_| 1.0;
+        let all = intensity;
         let r = Schedule::new(
             (day("2025-02-02"), day("2025-02-01")),
             Some(1.0),
@@ -412,7 +410,7 @@ mod tests {
         let start = day("2025-02-01").and_hms_opt(0, 0, 0).unwrap().and_utc();
         let t = huge.nth(99_999).unwrap();
         assert!(t > start + Duration::seconds(1), "{t}");
-        let none = |_| 0.0;
+        let none = |_: DateTime<Utc>| 0.0;
         let r = Schedule::new(
             (day("2025-02-01"), day("2025-02-02")),
             None,
@@ -428,7 +426,7 @@ mod tests {
     #[test]
     fn times_follow_hour_of_day_and_weekday_in_order() {
         let range = (day("2025-03-03"), day("2025-03-30")); // four whole weeks
-        let times: Vec<_> = Schedule::new(range, None, Some(200_000), |_| 1.0, Some(9))
+        let times: Vec<_> = Schedule::new(range, None, Some(200_000), intensity, Some(9))
             .unwrap()
             .collect();
         assert_eq!(times.len(), 200_000);
@@ -460,11 +458,11 @@ mod tests {
         );
         // and clearly not flat: the 18:00 hour holds far more than the 03:00 one
         assert!(hours[18] > 10 * hours[3]);
-        let again: Vec<_> = Schedule::new(range, None, Some(200_000), |_| 1.0, Some(9))
+        let again: Vec<_> = Schedule::new(range, None, Some(200_000), intensity, Some(9))
             .unwrap()
             .collect();
         assert_eq!(times, again);
-        let other: Vec<_> = Schedule::new(range, None, Some(1_000), |_| 1.0, Some(10))
+        let other: Vec<_> = Schedule::new(range, None, Some(1_000), intensity, Some(10))
             .unwrap()
             .collect();
         assert_ne!(times[..1000], other[..]);
@@ -477,7 +475,13 @@ mod tests {
     fn a_rate_gives_its_expected_number_and_follows_registrations() {
         let range = (day("2025-03-03"), day("2025-03-16"));
         // nobody in the first week, everybody in the second
-        let second_week = |d: NaiveDate| if d >= day("2025-03-10") { 1.0 } else { 0.0 };
+        let second_week = |t: DateTime<Utc>| {
+            if t.date_naive() >= day("2025-03-10") {
+                intensity(t)
+            } else {
+                0.0
+            }
+        };
         let s = Schedule::new(range, Some(0.1), None, second_week, Some(3)).unwrap();
         assert!((s.expected() - 60_480.0).abs() < 1e-6, "{}", s.expected());
         let times: Vec<_> = s.collect();
@@ -486,7 +490,7 @@ mod tests {
         assert!(times.iter().all(|t| t.date_naive() >= day("2025-03-10")));
         assert!(times.windows(2).all(|w| w[0] <= w[1]));
         // half registered: half the volume
-        let half = Schedule::new(range, Some(0.1), None, |_| 0.5, Some(3)).unwrap();
+        let half = Schedule::new(range, Some(0.1), None, |t| 0.5 * intensity(t), Some(3)).unwrap();
         assert!((half.expected() - 60_480.0).abs() < 1e-6);
     }
 
@@ -521,8 +525,7 @@ mod tests {
         let range = (day("2025-01-01"), day("2025-03-31"));
         let run = |seed| -> Vec<crate::Transaction> {
             let g = crate::Generator::for_users_on(&users, Some(seed), range.1).unwrap();
-            let s =
-                Schedule::new(range, Some(0.01), None, g.registered_share(), Some(seed)).unwrap();
+            let s = Schedule::new(range, Some(0.01), None, g.hourly_weight(), Some(seed)).unwrap();
             let i = crate::anomaly::Injector::new(Default::default(), crate::TxIds::V7, Some(seed));
             Backfill::new(s, g, i).map(|o| o.tx).collect()
         };
@@ -558,9 +561,69 @@ mod tests {
             (day("2024-12-01"), day("2025-01-09")),
             Some(1.0),
             None,
-            g.registered_share(),
+            g.hourly_weight(),
             None,
         );
         assert!(matches!(early, Err(BackfillError::NobodyRegistered { .. })));
+    }
+
+    /// Users transact by their own clocks: in a backfill over Japanese and American users,
+    /// each country's transactions follow the hour-of-day table in its local time
+    /// (chi-square), so their UTC peaks lie apart; the weight averages 1 over a week.
+    #[test]
+    fn users_transact_by_their_local_hours() {
+        let countries = ["JP", "US"];
+        let n = 400;
+        let users = crate::Users {
+            ids: (0..n)
+                .map(|i| uuid::Uuid::from_u128(0xA000 + i as u128))
+                .collect(),
+            attributes: (0..n)
+                .map(|i| crate::UserAttributes {
+                    country: Some(countries[i % 2].into()),
+                    registered: None,
+                })
+                .collect(),
+            ..Default::default()
+        };
+        let g = crate::Generator::for_users(&users, Some(12)).unwrap();
+        let weight = g.hourly_weight();
+        let week = day("2025-03-03").and_hms_opt(0, 0, 0).unwrap().and_utc();
+        let mean = (0..168)
+            .map(|h| weight(week + Duration::hours(h)))
+            .sum::<f64>()
+            / 168.0;
+        assert!((mean - 1.0).abs() < 1e-9, "{mean}");
+        let range = (day("2025-03-03"), day("2025-03-30"));
+        let s = Schedule::new(range, None, Some(100_000), g.hourly_weight(), Some(12)).unwrap();
+        let i = crate::anomaly::Injector::new(Default::default(), crate::TxIds::V4, Some(12));
+        let japanese: std::collections::HashSet<_> = users.ids.iter().step_by(2).copied().collect();
+        let (mut local, mut utc) = ([[0u32; 24]; 2], [[0u32; 24]; 2]);
+        for o in Backfill::new(s, g, i) {
+            let k = usize::from(!japanese.contains(&o.tx.user_id));
+            let offset = [9, -6][k];
+            let at = o.tx.timestamp;
+            local[k][(at + Duration::hours(offset)).hour() as usize] += 1;
+            utc[k][at.hour() as usize] += 1;
+        }
+        let shares: Vec<f64> = HOUR_OF_DAY
+            .iter()
+            .map(|w| w / HOUR_OF_DAY.iter().sum::<f64>())
+            .collect();
+        for (k, name) in ["JP", "US"].iter().enumerate() {
+            let total = f64::from(local[k].iter().sum::<u32>());
+            let chi: f64 = local[k]
+                .iter()
+                .zip(&shares)
+                .map(|(&o, p)| (f64::from(o) - p * total).powi(2) / (p * total))
+                .sum();
+            // 23 degrees of freedom at p = 0.001: 49.73
+            assert!(chi < 49.73, "{name}: chi-square {chi:.1}, {:?}", local[k]);
+            assert!(total > 30_000.0, "{name}: {total}");
+        }
+        // 18:00 local is 09:00 UTC in Tokyo, 00:00 UTC in Chicago
+        let peak = |h: &[u32; 24]| (0..24).max_by_key(|i| h[*i]).unwrap();
+        assert!((8..=10).contains(&peak(&utc[0])), "{:?}", utc[0]);
+        assert!([23, 0, 1].contains(&peak(&utc[1])), "{:?}", utc[1]);
     }
 }

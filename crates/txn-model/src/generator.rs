@@ -1,7 +1,9 @@
 //! The fake-transaction generator: realistic rather than uniform.
 //!
-//! - A user is drawn by activity, and each user has a profile ([`crate::profile`]): home
-//!   currency from the users file's `country`, spending level, category preferences.
+//! - A user is drawn by activity and by the hour of its own day (its country's local time:
+//!   users whose clocks show 03:00 rarely transact), and each user has a profile
+//!   ([`crate::profile`]): home currency and local time from the users file's `country`,
+//!   spending level, category preferences.
 //! - A category is drawn by the category's weight times the user's preference (groceries
 //!   and restaurants are common, travel rare), then a merchant from that category's table
 //!   of real merchant names, so a merchant always matches its category.
@@ -255,8 +257,8 @@ pub struct Generator {
     users: Vec<Uuid>,
     /// Each user's profile, in the order of `users`.
     profiles: Vec<Profile>,
-    /// Draws a user by activity, among those registered by `pick_day`.
-    pick: WeightedIndex<f64>,
+    /// Draws a user by activity, among those registered by `pick_day`, by local hour.
+    pick: Pick,
     /// Each user's registration day, in the order of `users` (empty: no user has one).
     registered: Vec<Option<chrono::NaiveDate>>,
     /// The day `pick` was made for (users who register later are left out until then).
@@ -384,10 +386,10 @@ impl Generator {
             .collect();
         let (pick, pick_day) = if registered.is_empty() {
             // Invariant: log-normal activities are finite and positive.
-            let all = WeightedIndex::new(profiles.iter().map(|p| p.activity)).expect("activities");
+            let all = Pick::new(&profiles, &registered, None).expect("activities");
             (all, None)
         } else {
-            let pick = eligible(&profiles, &registered, today).ok_or_else(|| {
+            let pick = Pick::new(&profiles, &registered, Some(today)).ok_or_else(|| {
                 GeneratorError::NoneRegistered {
                     today,
                     first: registered.iter().flatten().min().copied().unwrap_or(today),
@@ -448,34 +450,49 @@ impl Generator {
         self
     }
 
-    /// The share of the users' activity registered by each day: a function of the day,
-    /// 1 throughout when no user has a registration date (a backfill's volume follows it).
-    pub fn registered_share(&self) -> impl Fn(chrono::NaiveDate) -> f64 + use<> {
-        let mut dated: Vec<(chrono::NaiveDate, f64)> = Vec::new();
-        let mut undated = 0.0;
+    /// A backfill's weight of the hour starting at `at`: over the users' UTC offsets, the
+    /// share of the users' activity registered by that day times the local hour-of-day and
+    /// day-of-week intensity (so 1 on average over a week when all have registered). The
+    /// simulated clock draws its times by it, and the generator its users by the same
+    /// terms.
+    pub fn hourly_weight(&self) -> impl Fn(DateTime<Utc>) -> f64 + use<> {
+        let total: f64 = self.profiles.iter().map(|p| p.activity).sum();
+        // per offset: the undated users' share, and the running share by registration day
+        let mut groups: std::collections::BTreeMap<i8, (f64, Vec<(chrono::NaiveDate, f64)>)> =
+            Default::default();
         for (i, p) in self.profiles.iter().enumerate() {
+            let group = groups.entry(p.utc_offset).or_default();
             match self.registered.get(i).copied().flatten() {
-                Some(day) => dated.push((day, p.activity)),
-                None => undated += p.activity,
+                Some(day) => group.1.push((day, p.activity / total)),
+                None => group.0 += p.activity / total,
             }
         }
-        dated.sort_by_key(|(day, _)| *day);
-        let total: f64 = undated + dated.iter().map(|(_, a)| a).sum::<f64>();
-        let mut sum = undated;
-        let by_day: Vec<(chrono::NaiveDate, f64)> = dated
+        /// A UTC offset, its undated users' share, its running share by registration day.
+        type Offset = (i8, f64, Vec<(chrono::NaiveDate, f64)>);
+        let groups: Vec<Offset> = groups
             .into_iter()
-            .map(|(day, a)| {
-                sum += a;
-                (day, sum / total)
+            .map(|(offset, (undated, mut dated))| {
+                dated.sort_by_key(|(day, _)| *day);
+                let mut sum = undated;
+                for d in &mut dated {
+                    sum += d.1;
+                    d.1 = sum;
+                }
+                (offset, undated, dated)
             })
             .collect();
-        let before_any = undated / total;
-        move |day| {
-            // the running share of the last registration on or before `day`
-            match by_day.partition_point(|(d, _)| *d <= day) {
-                0 => before_any,
-                n => by_day[n - 1].1,
-            }
+        move |at| {
+            let day = at.date_naive();
+            groups
+                .iter()
+                .map(|(offset, undated, by_day)| {
+                    let share = match by_day.partition_point(|(d, _)| *d <= day) {
+                        0 => *undated,
+                        n => by_day[n - 1].1,
+                    };
+                    share * local_intensity(at, *offset)
+                })
+                .sum()
         }
     }
 
@@ -515,12 +532,11 @@ impl Generator {
         }
         if self.registered.is_empty() {
             // Invariant: log-normal activities are finite and positive.
-            self.pick =
-                WeightedIndex::new(self.profiles.iter().map(|p| p.activity)).expect("activities");
+            self.pick = Pick::new(&self.profiles, &self.registered, None).expect("activities");
         } else {
             let day = self.pick_day.unwrap_or_else(|| Utc::now().date_naive());
             // none registered yet by `day` (only future users so far): the last pick stays
-            if let Some(pick) = eligible(&self.profiles, &self.registered, day) {
+            if let Some(pick) = Pick::new(&self.profiles, &self.registered, Some(day)) {
                 self.pick = pick;
             }
             self.pick_day = Some(day);
@@ -555,7 +571,7 @@ impl Generator {
         let day = now.date_naive();
         if self.pick_day.is_some_and(|d| d != day) {
             // a day before every registration keeps the last day's users
-            if let Some(pick) = eligible(&self.profiles, &self.registered, day) {
+            if let Some(pick) = Pick::new(&self.profiles, &self.registered, Some(day)) {
                 self.pick = pick;
             }
             self.pick_day = Some(day);
@@ -563,7 +579,7 @@ impl Generator {
         let rng = &mut self.rng;
         let millis = now.timestamp_millis();
         let tx_id = self.tx_ids.make(rng, millis);
-        let u = self.pick.sample(rng);
+        let u = self.pick.sample(now, rng);
         let (user_id, profile) = (self.users[u], &self.profiles[u]);
         let ci = profile.category(rng.random::<f64>());
         let category = &CATEGORIES[ci];
@@ -603,18 +619,114 @@ impl Generator {
     }
 }
 
-/// Draws users by activity among those registered by `day` (a user without a date always
-/// counts); `None` when none has.
-fn eligible(
-    profiles: &[Profile],
-    registered: &[Option<chrono::NaiveDate>],
-    day: chrono::NaiveDate,
-) -> Option<WeightedIndex<f64>> {
-    let weights = profiles.iter().zip(registered).map(|(p, r)| match r {
-        Some(r) if *r > day => 0.0,
-        _ => p.activity,
-    });
-    WeightedIndex::new(weights).ok()
+/// Draws a user by activity among those registered by a day (a user without a date
+/// always counts), each UTC offset's users weighted by the hour of their own day: at 03:00
+/// UTC a Japanese user (noon) is likelier than an American one (21:00 the day before).
+#[derive(Debug, Clone)]
+struct Pick {
+    groups: Vec<Group>,
+    /// The hour (since the epoch, UTC) `cumulative` was made for.
+    hour: i64,
+    /// Running sums of the groups' weights in that hour.
+    cumulative: Vec<f64>,
+}
+
+/// The users of one UTC offset.
+#[derive(Debug, Clone)]
+struct Group {
+    offset: i8,
+    /// Indices into the generator's users.
+    members: Vec<usize>,
+    /// Draws a member by activity among the registered (`None`: none is).
+    draw: Option<WeightedIndex<f64>>,
+    /// The registered members' activity, summed.
+    active: f64,
+}
+
+impl Pick {
+    /// Among the users registered by `day` (`None` or no dates: all); `None` when none is.
+    fn new(
+        profiles: &[Profile],
+        registered: &[Option<chrono::NaiveDate>],
+        day: Option<chrono::NaiveDate>,
+    ) -> Option<Pick> {
+        let mut by_offset: std::collections::BTreeMap<i8, Vec<usize>> = Default::default();
+        for (i, p) in profiles.iter().enumerate() {
+            by_offset.entry(p.utc_offset).or_default().push(i);
+        }
+        let weight = |i: usize| match (day, registered.get(i).copied().flatten()) {
+            (Some(day), Some(r)) if r > day => 0.0,
+            _ => profiles[i].activity,
+        };
+        let groups: Vec<Group> = by_offset
+            .into_iter()
+            .map(|(offset, members)| {
+                let draw = WeightedIndex::new(members.iter().map(|i| weight(*i))).ok();
+                let active = members.iter().map(|i| weight(*i)).sum();
+                Group {
+                    offset,
+                    members,
+                    draw,
+                    active,
+                }
+            })
+            .collect();
+        groups
+            .iter()
+            .any(|g| g.draw.is_some())
+            .then_some(Pick {
+                groups,
+                hour: i64::MIN,
+                cumulative: Vec::new(),
+            })
+    }
+
+    /// A user for a transaction at `at`.
+    fn sample(&mut self, at: DateTime<Utc>, rng: &mut StdRng) -> usize {
+        // one offset (no countries, or one): no draw spent on choosing it
+        let group = if self.groups.len() == 1 {
+            &self.groups[0]
+        } else {
+            // the weights change by the hour: made once an hour, not per transaction
+            let hour = at.timestamp().div_euclid(3600);
+            if hour != self.hour {
+                let mut sum = 0.0;
+                self.cumulative = self
+                    .groups
+                    .iter()
+                    .map(|g| {
+                        sum += g.active * local_intensity(at, g.offset);
+                        sum
+                    })
+                    .collect();
+                self.hour = hour;
+            }
+            let total = self.cumulative.last().copied().unwrap_or(0.0);
+            let x = rng.random::<f64>() * total;
+            // the first running sum past x: a group of positive weight (unregistered
+            // groups weigh 0 and are passed over); rounding at the very end falls back
+            let i = self
+                .cumulative
+                .partition_point(|c| *c <= x)
+                .min(self.groups.len() - 1);
+            // Invariant: `new` made a Pick only with a group that has a draw.
+            self.groups[..=i]
+                .iter()
+                .rev()
+                .find(|g| g.draw.is_some())
+                .expect("a registered group")
+        };
+        // Invariant: a group is chosen with a positive weight, so it has a draw; a single
+        // group has one (`new` checked).
+        let draw = group.draw.as_ref().expect("a group with a draw");
+        group.members[draw.sample(rng)]
+    }
+}
+
+/// The backfill's hour-of-day and day-of-week weight of `at` in the local time `offset`
+/// hours from UTC.
+fn local_intensity(at: DateTime<Utc>, offset: i8) -> f64 {
+    crate::backfill::intensity(at + chrono::Duration::hours(i64::from(offset)))
 }
 
 /// Rounds a positive amount to the minor unit, at least one minor unit, at most the column's

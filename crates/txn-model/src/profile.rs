@@ -13,6 +13,8 @@
 //! - **category preferences**: each category's weight times a log-normal factor of the
 //!   user's, so some spend mostly on groceries, others travel often.
 //! - **activity**: a log-normal weight; active users are drawn more often.
+//! - **local time**: the country's UTC offset ([`utc_offset`]), so a user transacts by
+//!   the hours of its own day (without a country: UTC).
 
 use rand::SeedableRng;
 use rand::distr::Distribution;
@@ -50,6 +52,33 @@ pub fn home_currency(country: &str) -> &'static str {
     }
 }
 
+/// The UTC offset, in whole hours of standard time (no daylight saving), of a country's
+/// most populous time zones: US -6 (the population's middle, between Eastern and
+/// Pacific), CA and the Andes -5, BR -3, GB, IE, PT and IS 0, most of Europe +1, the
+/// Baltic, Finland, Greece, Romania, Bulgaria, Cyprus +2, IN +5 (5:30), CN, SG, HK +8, JP
+/// and KR +9, AU +10 (Sydney), NZ +12; any other country, or none, 0.
+pub fn utc_offset(country: &str) -> i8 {
+    const PLUS_ONE: [&str; 22] = [
+        "AT", "BE", "HR", "FR", "DE", "IT", "LU", "MT", "NL", "SK", "SI", "ES", "CH", "LI", "NO",
+        "SE", "DK", "PL", "CZ", "HU", "RS", "AL",
+    ];
+    const PLUS_TWO: [&str; 8] = ["EE", "FI", "GR", "LV", "LT", "CY", "RO", "BG"];
+    let c = country.trim().to_ascii_uppercase();
+    match c.as_str() {
+        "US" | "MX" => -6,
+        "CA" | "CO" | "PE" | "EC" => -5,
+        "BR" | "AR" => -3,
+        "IN" => 5,
+        "CN" | "SG" | "HK" | "TW" => 8,
+        "JP" | "KR" => 9,
+        "AU" => 10,
+        "NZ" => 12,
+        _ if PLUS_ONE.contains(&c.as_str()) => 1,
+        _ if PLUS_TWO.contains(&c.as_str()) => 2,
+        _ => 0,
+    }
+}
+
 /// One user's profile (see the module docs).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Profile {
@@ -62,6 +91,8 @@ pub struct Profile {
     pub categories: [f64; CATEGORIES.len()],
     /// Relative weight of the user among all users.
     pub activity: f64,
+    /// Hours from UTC of the user's local time ([`utc_offset`]).
+    pub utc_offset: i8,
 }
 
 impl Profile {
@@ -89,6 +120,7 @@ impl Profile {
                 .unwrap_or(0)
         });
         Profile {
+            utc_offset: country.map_or(0, utc_offset),
             home,
             spend,
             categories,
@@ -162,6 +194,26 @@ mod tests {
             let code = home_currency(c);
             assert!(CURRENCIES.iter().any(|m| m.code.as_str() == code), "{code}");
         }
+    }
+
+    #[test]
+    fn countries_have_their_local_time() {
+        for (country, offset) in [
+            ("US", -6),
+            ("ca", -5),
+            ("BR", -3),
+            ("GB", 0),
+            ("PT", 0),
+            ("DE", 1),
+            ("FI", 2),
+            ("JP", 9),
+            ("AU", 10),
+            ("Narnia", 0),
+        ] {
+            assert_eq!(utc_offset(country), offset, "{country}");
+        }
+        assert_eq!(Profile::of(id(1), Some("JP")).utc_offset, 9);
+        assert_eq!(Profile::of(id(1), None).utc_offset, 0);
     }
 
     #[test]
