@@ -338,6 +338,28 @@ mod tests {
         parse_day(s).unwrap()
     }
 
+    /// `n` users, the `i`th of `attributes(i)`'s country and registration day.
+    fn users_of(
+        n: usize,
+        attributes: impl Fn(usize) -> (&'static str, Option<NaiveDate>),
+    ) -> crate::Users {
+        crate::Users {
+            ids: (0..n)
+                .map(|i| uuid::Uuid::from_u128(0x9000 + i as u128))
+                .collect(),
+            attributes: (0..n)
+                .map(|i| {
+                    let (country, registered) = attributes(i);
+                    crate::UserAttributes {
+                        country: Some(country.into()),
+                        registered,
+                    }
+                })
+                .collect(),
+            ..Default::default()
+        }
+    }
+
     #[test]
     fn days_are_parsed_strictly() {
         assert_eq!(
@@ -501,21 +523,7 @@ mod tests {
     #[test]
     fn backfill_follows_registrations_and_repeats_with_its_seed() {
         let days = ["2025-01-10", "2025-02-01", "2025-03-01"];
-        let n = 300;
-        let users = crate::Users {
-            ids: (0..n)
-                .map(|i| uuid::Uuid::from_u128(0x9000 + i as u128))
-                .collect(),
-            attributes: (0..n)
-                .map(|i| crate::UserAttributes {
-                    country: Some("DE".into()),
-                    registered: Some(day(days[i % 3])),
-                })
-                .collect(),
-            files: vec![],
-            skipped: vec![],
-            duplicates: 0,
-        };
+        let users = users_of(300, |i| ("DE", Some(day(days[i % 3]))));
         let registered: std::collections::HashMap<_, _> = users
             .ids
             .iter()
@@ -573,19 +581,7 @@ mod tests {
     #[test]
     fn users_transact_by_their_local_hours() {
         let countries = ["JP", "US"];
-        let n = 400;
-        let users = crate::Users {
-            ids: (0..n)
-                .map(|i| uuid::Uuid::from_u128(0xA000 + i as u128))
-                .collect(),
-            attributes: (0..n)
-                .map(|i| crate::UserAttributes {
-                    country: Some(countries[i % 2].into()),
-                    registered: None,
-                })
-                .collect(),
-            ..Default::default()
-        };
+        let users = users_of(400, |i| (countries[i % 2], None));
         let g = crate::Generator::for_users(&users, Some(12)).unwrap();
         let weight = g.hourly_weight();
         let week = day("2025-03-03").and_hms_opt(0, 0, 0).unwrap().and_utc();

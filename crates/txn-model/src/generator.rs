@@ -671,14 +671,11 @@ impl Pick {
                 }
             })
             .collect();
-        groups
-            .iter()
-            .any(|g| g.draw.is_some())
-            .then_some(Pick {
-                groups,
-                hour: i64::MIN,
-                cumulative: Vec::new(),
-            })
+        groups.iter().any(|g| g.draw.is_some()).then_some(Pick {
+            groups,
+            hour: i64::MIN,
+            cumulative: Vec::new(),
+        })
     }
 
     /// A user for a transaction at `at`.
