@@ -144,6 +144,10 @@ pub async fn run_with(
     let publisher = publisher::Publisher::connect(&config, stats).await?;
     // the pace starts now: connecting is not owed as a burst
     source.resume();
+    publisher
+        .stats()
+        .users
+        .store(source.users() as u64, Ordering::Relaxed);
     if let Some(h) = &health {
         h.set("kafka", None);
     }
@@ -177,6 +181,11 @@ pub async fn run_with(
             _ = shutdown.cancelled() => break,
             next = source.next_alive(&beat) => next,
         };
+        // users added while it runs show at once, before a send that may wait
+        publisher
+            .stats()
+            .users
+            .store(source.users() as u64, Ordering::Relaxed);
         // a backfill that is done
         let Some(out) = next else { break };
         if shutdown.is_cancelled() {
@@ -197,10 +206,6 @@ pub async fn run_with(
         if let Some(label) = &out.label {
             publisher.stats().anomaly(label.kind);
         }
-        publisher
-            .stats()
-            .users
-            .store(source.users() as u64, Ordering::Relaxed);
     }
 
     info!(

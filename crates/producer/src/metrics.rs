@@ -138,7 +138,7 @@ impl Collector for ProducerCollector {
         gauge(
             &mut e,
             "producer_users",
-            "Users the generator draws from, those added while it runs included",
+            "Users the producer knows (those registering later included), those added while it runs too",
             s.users.load(Ordering::Relaxed) as i64,
         )?;
         gauge(

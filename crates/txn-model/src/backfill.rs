@@ -26,7 +26,8 @@ use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 use rand_distr::Exp1;
 
-/// Relative intensity of each hour of the day (UTC), 00:00 first; scaled to average 1.
+/// Relative intensity of each hour of the day (a user's local time), 00:00 first; scaled to
+/// average 1.
 pub const HOUR_OF_DAY: [f64; 24] = [
     0.25, 0.15, 0.10, 0.08, 0.08, 0.15, 0.35, 0.65, 0.95, 1.15, 1.30, 1.45, 1.65, 1.55, 1.35, 1.30,
     1.40, 1.55, 1.70, 1.60, 1.35, 1.05, 0.70, 0.45,
@@ -288,7 +289,8 @@ impl Backfill {
         Backfill {
             end: schedule.end(),
             schedule: schedule.peekable(),
-            generator,
+            // its users by their local hours, as the clock's volume follows them
+            generator: generator.with_local_time(true),
             injector,
         }
     }
@@ -621,5 +623,76 @@ mod tests {
         let peak = |h: &[u32; 24]| (0..24).max_by_key(|i| h[*i]).unwrap();
         assert!((8..=10).contains(&peak(&utc[0])), "{:?}", utc[0]);
         assert!([23, 0, 1].contains(&peak(&utc[1])), "{:?}", utc[1]);
+    }
+
+    /// Offsets and registrations together: Japanese users registering in February never
+    /// transact in January (their group is passed over while empty), Americans who
+    /// registered in January do; once both have, both transact.
+    #[test]
+    fn each_offsets_users_wait_for_their_registration() {
+        let (jan, feb) = (day("2025-01-01"), day("2025-02-01"));
+        let users = users_of(200, |i| {
+            if i % 2 == 0 {
+                ("JP", Some(feb))
+            } else {
+                ("US", Some(jan))
+            }
+        });
+        let japanese: std::collections::HashSet<_> = users.ids.iter().step_by(2).copied().collect();
+        let g = crate::Generator::for_users_on(&users, Some(3), day("2025-02-28")).unwrap();
+        let s = Schedule::new(
+            (jan, day("2025-02-28")),
+            None,
+            Some(20_000),
+            g.hourly_weight(),
+            Some(3),
+        )
+        .unwrap();
+        let i = crate::anomaly::Injector::new(Default::default(), crate::TxIds::V4, Some(3));
+        let (mut early, mut late) = ([0u32; 2], [0u32; 2]);
+        for o in Backfill::new(s, g, i) {
+            let k = usize::from(japanese.contains(&o.tx.user_id));
+            if o.tx.timestamp.date_naive() < feb {
+                early[k] += 1;
+            } else {
+                late[k] += 1;
+            }
+        }
+        assert_eq!(early[1], 0, "a Japanese user before registering: {early:?}");
+        assert!(
+            early[0] > 1_000 && late[0] > 1_000 && late[1] > 1_000,
+            "{early:?} {late:?}"
+        );
+    }
+
+    /// Live (no local time), users are drawn by activity whatever the hour: the Japanese
+    /// share is the same at 09:00 UTC (their evening) as at 00:00 (Americans' evening).
+    #[test]
+    fn live_draws_ignore_the_hour() {
+        let users = users_of(200, |i| (["JP", "US"][i % 2], None));
+        let japanese: std::collections::HashSet<_> = users.ids.iter().step_by(2).copied().collect();
+        let mut g = crate::Generator::for_users(&users, Some(8)).unwrap();
+        let activity = |jp: bool| -> f64 {
+            g.profiles()
+                .iter()
+                .zip(&users.ids)
+                .filter(|(_, id)| japanese.contains(id) == jp)
+                .map(|(p, _)| p.activity)
+                .sum()
+        };
+        let p = activity(true) / (activity(true) + activity(false));
+        let n = 20_000.0;
+        for hour in [9, 0] {
+            let at = day("2025-03-05").and_hms_opt(hour, 0, 0).unwrap().and_utc();
+            let jp = (0..20_000)
+                .filter(|_| japanese.contains(&g.next_at(at).user_id))
+                .count() as f64;
+            let sd = (n * p * (1.0 - p)).sqrt();
+            assert!(
+                (jp - n * p).abs() < 4.0 * sd,
+                "{hour}:00 UTC: {jp} Japanese of {n}, expected {}",
+                n * p
+            );
+        }
     }
 }

@@ -1,7 +1,8 @@
 //! The fake-transaction generator: realistic rather than uniform.
 //!
-//! - A user is drawn by activity and by the hour of its own day (its country's local time:
-//!   users whose clocks show 03:00 rarely transact), and each user has a profile
+//! - A user is drawn by activity and, in a backfill ([`Generator::with_local_time`]), by
+//!   the hour of its own day (its country's local time: users whose clocks show 03:00
+//!   rarely transact), and each user has a profile
 //!   ([`crate::profile`]): home currency and local time from the users file's `country`,
 //!   spending level, category preferences.
 //! - A category is drawn by the category's weight times the user's preference (groceries
@@ -265,6 +266,9 @@ pub struct Generator {
     pick_day: Option<chrono::NaiveDate>,
     /// Share of a user with a home currency's transactions paid in another.
     foreign_share: f64,
+    /// Whether users are drawn by the hour of their own day too (a backfill, whose clock
+    /// follows the same hours), or by activity alone (live: a fixed rate).
+    local_time: bool,
     /// The ids of `users`, once users are added while it runs.
     known: std::collections::HashSet<Uuid>,
     currency: WeightedIndex<u32>,
@@ -430,12 +434,23 @@ impl Generator {
             registered,
             pick_day,
             foreign_share: DEFAULT_FOREIGN_SHARE,
+            local_time: false,
             known: std::collections::HashSet::new(),
             currency,
             abroad,
             amounts,
             processing,
         })
+    }
+
+    /// The same generator, drawing users by the hour of their own day too when `local`
+    /// (as a backfill's clock does: [`Generator::hourly_weight`]); by activity alone
+    /// otherwise (live, where a fixed rate would hand a small country far from the
+    /// others' night more than its share).
+    #[must_use]
+    pub fn with_local_time(mut self, local: bool) -> Generator {
+        self.local_time = local;
+        self
     }
 
     /// The same generator, with this share (0 to 1) of a user's transactions paid in a
@@ -579,7 +594,7 @@ impl Generator {
         let rng = &mut self.rng;
         let millis = now.timestamp_millis();
         let tx_id = self.tx_ids.make(rng, millis);
-        let u = self.pick.sample(now, rng);
+        let u = self.pick.sample(now, self.local_time, rng);
         let (user_id, profile) = (self.users[u], &self.profiles[u]);
         let ci = profile.category(rng.random::<f64>());
         let category = &CATEGORIES[ci];
@@ -661,8 +676,9 @@ impl Pick {
         let groups: Vec<Group> = by_offset
             .into_iter()
             .map(|(offset, members)| {
-                let draw = WeightedIndex::new(members.iter().map(|i| weight(*i))).ok();
-                let active = members.iter().map(|i| weight(*i)).sum();
+                let weights: Vec<f64> = members.iter().map(|i| weight(*i)).collect();
+                let active = weights.iter().sum();
+                let draw = WeightedIndex::new(weights).ok();
                 Group {
                     offset,
                     members,
@@ -678,21 +694,31 @@ impl Pick {
         })
     }
 
-    /// A user for a transaction at `at`.
-    fn sample(&mut self, at: DateTime<Utc>, rng: &mut StdRng) -> usize {
+    /// A user for a transaction at `at`, by the hour of its own day when `local`.
+    fn sample(&mut self, at: DateTime<Utc>, local: bool, rng: &mut StdRng) -> usize {
         // one offset (no countries, or one): no draw spent on choosing it
         let group = if self.groups.len() == 1 {
             &self.groups[0]
         } else {
-            // the weights change by the hour: made once an hour, not per transaction
-            let hour = at.timestamp().div_euclid(3600);
+            // the weights change by the hour: made once an hour, not per transaction (by
+            // activity alone: once)
+            let hour = if local {
+                at.timestamp().div_euclid(3600)
+            } else {
+                i64::MAX
+            };
             if hour != self.hour {
                 let mut sum = 0.0;
                 self.cumulative = self
                     .groups
                     .iter()
                     .map(|g| {
-                        sum += g.active * local_intensity(at, g.offset);
+                        sum += g.active
+                            * if local {
+                                local_intensity(at, g.offset)
+                            } else {
+                                1.0
+                            };
                         sum
                     })
                     .collect();
@@ -723,7 +749,10 @@ impl Pick {
 /// The backfill's hour-of-day and day-of-week weight of `at` in the local time `offset`
 /// hours from UTC.
 fn local_intensity(at: DateTime<Utc>, offset: i8) -> f64 {
-    crate::backfill::intensity(at + chrono::Duration::hours(i64::from(offset)))
+    let local = at
+        .checked_add_signed(chrono::Duration::hours(i64::from(offset)))
+        .unwrap_or(at);
+    crate::backfill::intensity(local)
 }
 
 /// Rounds a positive amount to the minor unit, at least one minor unit, at most the column's
