@@ -608,6 +608,41 @@ pub fn figures(expected: &[uuid::Uuid], stored: &[Transaction]) -> (usize, usize
 }
 
 /// Waits up to 60 s for a child to exit, with its output.
+/// Runs `cmd` to its end (within `limit`) and returns its stdout; an error holding its
+/// stderr unless it exited 0.
+pub async fn run_ok(mut cmd: tokio::process::Command, limit: Duration) -> Result<Vec<u8>> {
+    let out = tokio::time::timeout(limit, cmd.output()).await??;
+    anyhow::ensure!(
+        out.status.success(),
+        "exit {:?}: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(out.stdout)
+}
+
+/// `producer users generate` of the months `from` to `to` (`YYYY-MM`), `per_month` users
+/// each, seeded, into `out`.
+pub async fn generate_users(
+    stack: &Stack,
+    out: &Path,
+    (from, to): (&str, &str),
+    per_month: u32,
+    seed: u64,
+) -> Result<()> {
+    let mut cmd = command("producer", stack);
+    cmd.args(["users", "generate", "--from", from, "--to", to])
+        .args([
+            "--per-month",
+            &per_month.to_string(),
+            "--seed",
+            &seed.to_string(),
+        ])
+        .arg("--out")
+        .arg(out);
+    run_ok(cmd, Duration::from_secs(60)).await.map(drop)
+}
+
 pub async fn wait_for_exit(child: tokio::process::Child) -> anyhow::Result<std::process::Output> {
     Ok(tokio::time::timeout(Duration::from_secs(60), child.wait_with_output()).await??)
 }

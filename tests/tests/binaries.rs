@@ -138,15 +138,7 @@ async fn producer_dry_run_prints_json_lines_without_kafka() -> anyhow::Result<()
         let mut cmd = command("producer", &stack);
         cmd.args(["--dry-run", "--from", "2025-03-01", "--to", "2025-03-07"])
             .args(["--count", "500", "--seed", seed]);
-        async move {
-            let out = tokio::time::timeout(Duration::from_secs(60), cmd.output()).await??;
-            anyhow::ensure!(
-                out.status.success(),
-                "{}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-            anyhow::Ok(out.stdout)
-        }
+        run_ok(cmd, Duration::from_secs(60))
     };
     let first = backfill("3").await?;
     assert_eq!(first, backfill("3").await?);
@@ -172,27 +164,21 @@ async fn producer_dry_run_prints_json_lines_without_kafka() -> anyhow::Result<()
 async fn live_anomalies_are_sent_when_their_time_comes() -> anyhow::Result<()> {
     let mut stack = stack();
     stack.bootstrap = "127.0.0.1:1".into(); // a dry run: no broker needed
-    let out = command("producer", &stack)
-        .args([
-            "--dry-run",
-            "--count",
-            "1000",
-            "--rate",
-            "200",
-            "--seed",
-            "9",
-        ])
-        .args(["--anomaly", "duplicate=0.5"])
-        .output();
-    let out = tokio::time::timeout(Duration::from_secs(60), out).await??;
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let mut cmd = command("producer", &stack);
+    cmd.args([
+        "--dry-run",
+        "--count",
+        "1000",
+        "--rate",
+        "200",
+        "--seed",
+        "9",
+    ])
+    .args(["--anomaly", "duplicate=0.5"]);
+    let stdout = run_ok(cmd, Duration::from_secs(60)).await?;
     let mut first_seen = HashMap::new();
     let mut repeats = 0;
-    for (i, line) in String::from_utf8(out.stdout)?.lines().enumerate() {
+    for (i, line) in String::from_utf8(stdout)?.lines().enumerate() {
         let t = txn_model::Transaction::from_json(line.as_bytes())?;
         if let Some(first) = first_seen.insert(t.tx_id, i) {
             assert!(first < i);
@@ -1124,17 +1110,7 @@ async fn a_backfill_with_labelled_anomalies_lands_each_transaction_once() -> any
     create_topic(&stack, &topic, 3).await?;
     let dir = tempfile::tempdir()?;
     let users_dir = dir.path().join("users");
-    let out = command("producer", &stack)
-        .args(["users", "generate", "--from", "2025-01", "--to", "2025-02"])
-        .args(["--per-month", "30", "--seed", "2", "--out"])
-        .arg(&users_dir)
-        .output();
-    let out = tokio::time::timeout(Duration::from_secs(60), out).await??;
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    generate_users(&stack, &users_dir, ("2025-01", "2025-02"), 30, 2).await?;
     let users = txn_model::load_users(&users_dir)?;
     let registered: HashMap<_, _> = users
         .ids
@@ -1144,29 +1120,23 @@ async fn a_backfill_with_labelled_anomalies_lands_each_transaction_once() -> any
         .collect();
 
     const COUNT: usize = 3_000;
-    let out = command("producer", &stack)
-        .args([
-            "--topic",
-            &topic,
-            "--from",
-            "2025-01-01",
-            "--to",
-            "2025-02-28",
-        ])
-        .args(["--count", &COUNT.to_string(), "--seed", "4", "--users"])
-        .arg(&users_dir)
-        .args([
-            "--anomaly",
-            "card_testing=0.01,account_takeover=0.01,velocity=0.005",
-        ])
-        .args(["--anomaly", "late=0.02", "--anomaly", "duplicate=0.02"])
-        .output();
-    let out = tokio::time::timeout(Duration::from_secs(120), out).await??;
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let mut cmd = command("producer", &stack);
+    cmd.args([
+        "--topic",
+        &topic,
+        "--from",
+        "2025-01-01",
+        "--to",
+        "2025-02-28",
+    ])
+    .args(["--count", &COUNT.to_string(), "--seed", "4", "--users"])
+    .arg(&users_dir)
+    .args([
+        "--anomaly",
+        "card_testing=0.01,account_takeover=0.01,velocity=0.005",
+    ])
+    .args(["--anomaly", "late=0.02", "--anomaly", "duplicate=0.02"]);
+    run_ok(cmd, Duration::from_secs(120)).await?;
 
     let messages = read_topic_with_headers(&stack, &topic).await?;
     // COUNT ordinary transactions over the whole range (late ones among them), the
@@ -1285,22 +1255,8 @@ async fn users_added_while_running_transact_without_a_restart() -> anyhow::Resul
     create_topic(&stack, &topic, 3).await?;
     let dir = tempfile::tempdir()?;
     let users_dir = dir.path().join("users");
-    let generate = |month: &str, seed: &str| {
-        let mut cmd = command("producer", &stack);
-        cmd.args(["users", "generate", "--from", month, "--to", month])
-            .args(["--per-month", "20", "--seed", seed, "--out"])
-            .arg(&users_dir);
-        async move {
-            let out = tokio::time::timeout(Duration::from_secs(60), cmd.output()).await??;
-            anyhow::ensure!(
-                out.status.success(),
-                "{}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-            anyhow::Ok(())
-        }
-    };
-    generate("2025-01", "1").await?;
+    let generate = |month, seed| generate_users(&stack, &users_dir, (month, month), 20, seed);
+    generate("2025-01", 1).await?;
     let child = command("producer", &stack)
         .args(["--topic", &topic, "--rate", "200", "--users-rescan", "0.5"])
         .args(["--registrations-topic", &registrations, "--users"])
@@ -1311,7 +1267,7 @@ async fn users_added_while_running_transact_without_a_restart() -> anyhow::Resul
     create_topic(&stack, &registrations, 2).await?;
 
     // a new month's file, and registration events (one malformed, one in the future)
-    generate("2025-02", "2").await?;
+    generate("2025-02", 2).await?;
     let from_file: std::collections::HashSet<_> =
         txn_model::load_users(&users_dir.join("users_2025_02.csv"))?
             .ids

@@ -115,6 +115,20 @@ fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The bar an axis position `x` stands on (bars at 0, 1, 2, …), when it is one to label
+/// (every `every`th).
+fn bar_index(x: f64, every: usize) -> Option<usize> {
+    let i = x.round();
+    ((x - i).abs() < 0.01 && i >= 0.0 && (i as usize).is_multiple_of(every)).then_some(i as usize)
+}
+
+/// The label of the bar at `x` (empty between bars and on unlabelled ones).
+fn label(labels: &[impl ToString], x: f64, every: usize) -> String {
+    bar_index(x, every)
+        .and_then(|i| labels.get(i))
+        .map_or(String::new(), ToString::to_string)
+}
+
 fn quantile(sorted: &[f64], q: f64) -> f64 {
     sorted[((sorted.len() - 1) as f64 * q).round() as usize]
 }
@@ -135,14 +149,9 @@ fn draw_amounts(path: &std::path::Path, amounts: &mut [Vec<f64>]) -> Plot {
         .disable_x_mesh()
         .x_labels(CATEGORIES.len())
         .x_label_formatter(&|x| {
-            let i = x.round();
-            if (x - i).abs() < 0.01 && i >= 0.0 {
-                CATEGORIES
-                    .get(i as usize)
-                    .map_or(String::new(), |c| c.name.replace('_', " "))
-            } else {
-                String::new()
-            }
+            bar_index(*x, 1)
+                .and_then(|i| CATEGORIES.get(i))
+                .map_or(String::new(), |c| c.name.replace('_', " "))
         })
         .y_desc("USD")
         .y_label_formatter(&|y| format!("{y:.0}"))
@@ -237,14 +246,7 @@ where
         .configure_mesh()
         .disable_x_mesh()
         .x_labels(counts.len())
-        .x_label_formatter(&|x| {
-            let i = x.round();
-            if (x - i).abs() < 0.01 && i >= 0.0 && (i as usize).is_multiple_of(every) {
-                labels.get(i as usize).cloned().unwrap_or_default()
-            } else {
-                String::new()
-            }
-        })
+        .x_label_formatter(&|x| label(labels, *x, every))
         .y_label_formatter(&|y| format!("{y:.0} %"))
         .draw()?;
     for (i, s) in shares.iter().enumerate() {
@@ -274,16 +276,7 @@ fn draw_currencies(path: &std::path::Path, by_country: &BTreeMap<String, [u64; 7
         .configure_mesh()
         .disable_x_mesh()
         .x_labels(countries.len() + 2)
-        .x_label_formatter(&|x| {
-            let i = x.round();
-            if (x - i).abs() < 0.01 && i >= 0.0 {
-                countries
-                    .get(i as usize)
-                    .map_or(String::new(), |c| (*c).clone())
-            } else {
-                String::new()
-            }
-        })
+        .x_label_formatter(&|x| label(&countries, *x, 1))
         .y_label_formatter(&|y| format!("{y:.0} %"))
         .draw()?;
     println!("currency per country (% of the country's transactions):");
@@ -342,14 +335,7 @@ fn draw_months(path: &std::path::Path, months: &BTreeMap<(i32, u32), u64>) -> Pl
         .configure_mesh()
         .disable_x_mesh()
         .x_labels(labels.len())
-        .x_label_formatter(&|x| {
-            let i = x.round();
-            if (x - i).abs() < 0.01 && i >= 0.0 {
-                labels.get(i as usize).cloned().unwrap_or_default()
-            } else {
-                String::new()
-            }
-        })
+        .x_label_formatter(&|x| label(&labels, *x, 1))
         .y_label_formatter(&|y| format!("{y:.0}"))
         .draw()?;
     println!("transactions per month:");

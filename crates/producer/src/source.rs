@@ -80,10 +80,12 @@ impl Live {
 
     /// Adds the users that came since the last message: new users files, registrations.
     fn take_new_users(&mut self) {
+        // on the send path: one clock read for both
+        let now = Instant::now();
         if let Some(w) = &mut self.watch
-            && Instant::now() >= w.next
+            && now >= w.next
         {
-            w.next = Instant::now() + w.every;
+            w.next = now + w.every;
             let (users, errors) = w.watcher.rescan();
             for e in errors {
                 warn!(event = "users", "{e}; the other users files are used");
@@ -102,9 +104,9 @@ impl Live {
             }
         }
         if let Some(rx) = &mut self.registrations
-            && Instant::now() >= self.registrations_next
+            && now >= self.registrations_next
         {
-            self.registrations_next = Instant::now() + std::time::Duration::from_secs(1);
+            self.registrations_next = now + std::time::Duration::from_secs(1);
             // one batch (the generator's pick is rebuilt once per batch), bounded so that
             // a backlog does not hold up sending
             let mut batch = txn_model::Users::default();

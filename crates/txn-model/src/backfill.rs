@@ -90,13 +90,7 @@ pub enum BackfillError {
 /// # Errors
 /// A message naming the expected form.
 pub fn parse_day(s: &str) -> Result<NaiveDate, String> {
-    let b = s.as_bytes();
-    let form = b.len() == 10
-        && b[4] == b'-'
-        && b[7] == b'-'
-        && b.iter()
-            .enumerate()
-            .all(|(i, c)| i == 4 || i == 7 || c.is_ascii_digit());
+    let form = crate::digits_and_dashes(s, 10, &[4, 7]);
     form.then(|| NaiveDate::parse_from_str(s, "%Y-%m-%d").ok())
         .flatten()
         .ok_or_else(|| format!("{s:?} is not a day: write it YYYY-MM-DD, e.g. 2025-01-31"))

@@ -22,3 +22,16 @@ pub mod users;
 pub use generator::{Generator, TxIds};
 pub use transaction::{Currency, DecodeError, Transaction};
 pub use users::{UserAttributes, Users, UsersError, load_users};
+
+/// Whether `s` is `len` bytes of ASCII digits with a dash at each of `dashes` (the shape
+/// of `YYYY-MM` and `YYYY-MM-DD`, which chrono alone would take with one-digit fields).
+pub(crate) fn digits_and_dashes(s: &str, len: usize, dashes: &[usize]) -> bool {
+    s.len() == len
+        && s.bytes().enumerate().all(|(i, c)| {
+            if dashes.contains(&i) {
+                c == b'-'
+            } else {
+                c.is_ascii_digit()
+            }
+        })
+}

@@ -178,12 +178,7 @@ pub const MAX_MONTHS: usize = 240;
 /// # Errors
 /// A one-line message naming the expected form.
 pub fn parse_month(s: &str) -> Result<NaiveDate, String> {
-    let b = s.as_bytes();
-    let form = b.len() == 7
-        && b[4] == b'-'
-        && b.iter()
-            .enumerate()
-            .all(|(i, c)| i == 4 || c.is_ascii_digit());
+    let form = crate::digits_and_dashes(s, 7, &[4]);
     form.then(|| NaiveDate::parse_from_str(&format!("{s}-01"), "%Y-%m-%d").ok())
         .flatten()
         .ok_or_else(|| format!("{s:?} is not a month: write it YYYY-MM, e.g. 2025-01"))
